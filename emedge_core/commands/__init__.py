@@ -1,0 +1,1 @@
+"""Sub-commands of the ``emedge`` CLI; each module has ``register(subparsers)``."""

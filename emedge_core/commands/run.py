@@ -1,0 +1,102 @@
+"""``emedge run``: a closed-loop autonomous experiment on the twin or a replay file.
+
+    emedge run --instrument twin|replay [--data FILE] --scalarizer SPEC --budget N [--seeds K]
+               [--batch Q] [--acquisition ucb|ei|maxvar|thompson|random] [--window W] [--seed S]
+               --out DIR [--json]
+
+Writes DIR/experiment.h5, DIR/summary.json and DIR/maps.png; a progress bar goes to stderr;
+with --json the last stdout line is the summary object.
+"""
+from __future__ import annotations
+
+import argparse
+import typing
+
+from emedge_core import EmedgeError
+
+INSTRUMENTS = ("twin", "replay")
+
+
+def register(sub: typing.Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "run", help="run a closed-loop DKL experiment", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--instrument", choices=INSTRUMENTS, default="twin",
+                   help="twin: the seeded digital twin (default); replay: frames from --data")
+    p.add_argument("--data", help="replay file (.npz or HDF5 with survey, data[, energy_eV])")
+    p.add_argument("--signal", choices=("spectrum", "diffraction"), default=None,
+                   help="twin only: EELS spectra or 4D-STEM patterns (default: from the scalarizer)")
+    p.add_argument("--scalarizer", default="eels_peak_energy",
+                   help='a name or a JSON object {"name": ..., <params>} (default eels_peak_energy)')
+    p.add_argument("--budget", type=int, default=100, help="measurements in all, seeds included (default 100)")
+    p.add_argument("--seeds", type=int, default=10, help="random seed points before the model steers (default 10)")
+    p.add_argument("--batch", type=int, default=1, help="points per step (default 1)")
+    p.add_argument("--acquisition", default="ucb", choices=("ucb", "ei", "maxvar", "thompson", "random"))
+    p.add_argument("--beta", type=float, default=2.0, help="UCB exploration weight (default 2)")
+    p.add_argument("--window", type=int, default=16, help="patch edge in survey px (default 16)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of everything (default 0)")
+    p.add_argument("--travel", type=float, default=0.0, help="travel-distance penalty weight (default 0 = none)")
+    p.add_argument("--stop-uncertainty", type=float, default=None, metavar="STD",
+                   help="also stop when the largest predictive std falls below STD (scalar units)")
+    p.add_argument("--stop-predictability", default=None, metavar="K:TOL",
+                   help="also stop when the last K measurements were predicted within TOL")
+    p.add_argument("--retrain", action="store_true", help="refit the model from scratch every step")
+    p.add_argument("--size", type=int, default=128, help="twin only: survey edge in px (default 128)")
+    p.add_argument("--dose", type=float, default=2e4, help="twin only: electrons per frame (default 2e4)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON line last")
+    p.set_defaults(func=run)
+
+
+def _predictability(text: typing.Optional[str]) -> typing.Optional[tuple[int, float]]:
+    if text is None:
+        return None
+    try:
+        k, tol = text.split(":")
+        return int(k), float(tol)
+    except ValueError:
+        raise EmedgeError(f"--stop-predictability wants K:TOL (e.g. 5:0.2), not {text!r}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from emedge_core.experiment import Experiment, ExperimentConfig
+    from emedge_core.experiment_file import write_experiment
+    from emedge_core.scalarize import from_spec
+
+    scalarizer = from_spec(args.scalarizer)
+    if args.instrument == "replay":
+        if not args.data:
+            raise EmedgeError("--instrument replay needs --data FILE")
+        from emedge_core.replay import Replay
+
+        instrument: typing.Any = Replay(args.data)
+    else:
+        from emedge_core.twin import DigitalTwin
+
+        try:
+            instrument = DigitalTwin(size=args.size, dose=args.dose, seed=args.seed,
+                                     signal=args.signal or scalarizer.signal_kind)
+        except ValueError as e:
+            raise EmedgeError(str(e)) from None
+    for name in ("budget", "seeds", "batch", "window"):
+        if getattr(args, name) < 1:
+            raise EmedgeError(f"--{name} must be >= 1")
+    config = ExperimentConfig(
+        budget=args.budget, seeds=min(args.seeds, args.budget), batch=args.batch, acquisition=args.acquisition,
+        acquisition_params={"beta": args.beta} if args.acquisition == "ucb" else {}, window=args.window,
+        seed=args.seed, travel=args.travel, stop_uncertainty=args.stop_uncertainty,
+        stop_predictability=_predictability(args.stop_predictability), model={"retrain": args.retrain})
+    if config.seeds < 2 and config.budget >= 2:
+        raise EmedgeError("--seeds must be >= 2")
+    result = Experiment(instrument, scalarizer, config).run(progress=True)
+    paths = write_experiment(result, args.out)
+    summary = result.summary()
+    if args.json:
+        from emedge_core.cli import print_json
+
+        print_json(summary | {"files": paths})
+    else:
+        print(f"{summary['n_measured']} measured ({summary['n_failed']} failed), stopped by {summary['stopped_by']}, "
+              f"median step {summary['seconds_per_step_median']:.3f} s; best {summary['best_value']} at "
+              f"{summary['best_position']}; wrote {paths['h5']}, {paths['summary']}, {paths['maps']}")
+    return 0

@@ -1,0 +1,245 @@
+"""The closed loop: survey -> patches -> (suggest -> measure -> scalarize -> observe)* -> result.
+
+:class:`Experiment` drives any instrument, scalarizer, steerer and stopping rules. It
+calls ``callback(step)`` after every step (Swift panels hang their live maps there), can
+be paused, resumed and stopped from another thread, and returns an
+:class:`ExperimentResult` holding everything a file needs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+import typing
+
+import numpy as np
+
+from emedge_core import EmedgeError, __version__
+from emedge_core.acquisition import make_acquisition
+from emedge_core.dkl import DKLRegressor, Posterior
+from emedge_core.instrument import Instrument, Survey
+from emedge_core.patches import make_patches
+from emedge_core.scalarize import Scalarizer, from_spec
+from emedge_core.steer import Steerer
+from emedge_core.stopping import Budget, Predictability, StoppingRule, Uncertainty, first_fired
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+    """Every knob of a run (all recorded in the result file).
+
+    budget: measurements in all, seeds and failures included; seeds: random first points;
+    batch: points per step (q); acquisition + acquisition_params: the policy; window: patch
+    edge (px); patch_mode: "restrict" or "reflect"; seed: makes the run repeatable;
+    travel: travel-distance penalty; stop_uncertainty: stop when max predictive std < this
+    (scalar units); stop_predictability: (k, tolerance) - stop when the last k were predicted
+    within tolerance; model: keyword arguments of :class:`~emedge_core.dkl.DKLRegressor`.
+    """
+
+    budget: int = 100
+    seeds: int = 10
+    batch: int = 1
+    acquisition: str = "ucb"
+    acquisition_params: dict[str, typing.Any] = dataclasses.field(default_factory=dict)
+    window: int = 16
+    patch_mode: str = "restrict"
+    seed: int = 0
+    travel: float = 0.0
+    stop_uncertainty: typing.Optional[float] = None
+    stop_predictability: typing.Optional[tuple[int, float]] = None
+    model: dict[str, typing.Any] = dataclasses.field(default_factory=dict)
+
+    def rules(self) -> list[StoppingRule]:
+        rules: list[StoppingRule] = [Budget(self.budget)]
+        if self.stop_uncertainty is not None:
+            rules.append(Uncertainty(float(self.stop_uncertainty)))
+        if self.stop_predictability is not None:
+            k, tol = self.stop_predictability
+            rules.append(Predictability(int(k), float(tol)))
+        return rules
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One loop step, handed to the callback. positions (q, 2); values (q,) NaN = failed."""
+
+    index: int
+    positions: np.ndarray
+    values: np.ndarray
+    reasons: np.ndarray
+    seconds: float
+    n_measured: int
+    budget: int
+    posterior: typing.Optional[Posterior]
+    steerer: Steerer
+
+
+@dataclasses.dataclass
+class ExperimentResult:
+    """Everything a run produced; maps are (H, W) survey-sized with NaN off the candidates."""
+
+    survey: Survey
+    config: ExperimentConfig
+    scalarizer: dict[str, typing.Any]
+    signal_kind: str
+    positions: np.ndarray        # (n, 2) int, measured order, seeds included
+    values: np.ndarray           # (n,) float64, NaN = failed
+    reasons: np.ndarray          # (n,) uint8 reason codes (emedge_core.scalarize.Reason)
+    frames: np.ndarray           # (n, *sig) the raw frames
+    frame_axis: dict[str, typing.Any]   # energy_eV or mrad_per_px
+    prediction: np.ndarray
+    uncertainty: np.ndarray
+    step_seconds: list[float]
+    max_std: list[float]         # per step (NaN before the model exists)
+    stopped_by: str
+    instrument_state: dict[str, typing.Any]
+    n_candidates: int
+    version: str = __version__
+
+    def summary(self) -> dict[str, typing.Any]:
+        """The JSON contract of ``emedge run --json`` (and summary.json)."""
+        ok = np.isfinite(self.values)
+        best = int(np.nanargmax(np.where(ok, self.values, -np.inf))) if ok.any() else None
+        return {
+            "positions": self.positions.tolist(),
+            "scalars": [float(v) if np.isfinite(v) else None for v in self.values],
+            "stopped_by": self.stopped_by,
+            "seconds_per_step_median": float(np.median(self.step_seconds)) if self.step_seconds else 0.0,
+            "n_candidates": self.n_candidates,
+            "n_measured": int(len(self.values)),
+            "n_failed": int((~ok).sum()),
+            "best_position": self.positions[best].tolist() if best is not None else None,
+            "best_value": float(self.values[best]) if best is not None else None,
+            "scalarizer": self.scalarizer,
+            "acquisition": self.config.acquisition,
+            "version": self.version,
+        }
+
+
+class Experiment:
+    """A closed-loop autonomous experiment on ``instrument`` with ``scalarizer``."""
+
+    def __init__(self, instrument: Instrument, scalarizer: typing.Union[str, dict[str, typing.Any], Scalarizer],
+                 config: typing.Optional[ExperimentConfig] = None) -> None:
+        self.instrument = instrument
+        self.scalarizer = from_spec(scalarizer)
+        self.config = config or ExperimentConfig()
+        if self.scalarizer.signal_kind != instrument.signal_kind:
+            raise EmedgeError(f"scalarizer {self.scalarizer.name!r} reduces {self.scalarizer.signal_kind} frames "
+                              f"but the instrument gives {instrument.signal_kind} frames")
+        if len(self.scalarizer.components) != 1:
+            raise EmedgeError(f"scalarizer {self.scalarizer.name!r} gives {len(self.scalarizer.components)} numbers "
+                              "per position; steering needs one")
+        if self.config.budget < 1:
+            raise EmedgeError("budget must be >= 1")
+        self._stop = threading.Event()
+        self._running = threading.Event()
+        self._running.set()
+        self.steerer: typing.Optional[Steerer] = None
+
+    # -- control from other threads ---------------------------------------------------
+    def stop(self) -> None:
+        """Finish after the step in progress."""
+        self._stop.set()
+        self._running.set()
+
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self, callback: typing.Optional[typing.Callable[[Step], None]] = None,
+            progress: bool = False) -> ExperimentResult:
+        """Run until a stopping rule fires (or :meth:`stop`); ``progress`` draws a bar on stderr."""
+        cfg = self.config
+        survey = self.instrument.survey()
+        patches = make_patches(survey.image, cfg.window, cfg.patch_mode, self.instrument.available())
+        if cfg.budget > len(patches):
+            raise EmedgeError(f"budget {cfg.budget} is larger than the {len(patches)} candidate positions")
+        if cfg.seeds > cfg.budget:
+            raise EmedgeError(f"seeds ({cfg.seeds}) exceed the budget ({cfg.budget})")
+        model = DKLRegressor(patches.features.shape[1], window=cfg.window, seed=cfg.seed, **cfg.model)
+        acquisition = make_acquisition(cfg.acquisition, **cfg.acquisition_params)
+        steerer = self.steerer = Steerer(patches, model, acquisition, seeds=cfg.seeds, batch=cfg.batch,
+                                         travel=cfg.travel, seed=cfg.seed)
+        rules = cfg.rules()
+        frames: list[np.ndarray] = []
+        reasons: list[np.ndarray] = []
+        axis: dict[str, typing.Any] = {}
+        step_seconds: list[float] = []
+        max_std: list[float] = []
+        stopped_by = "stopped"
+        bar = _progress(cfg.budget, progress)
+        try:
+            step = 0
+            while True:
+                fired = first_fired(rules, steerer.history())
+                if fired:
+                    stopped_by = fired
+                    break
+                self._running.wait()
+                if self._stop.is_set():
+                    break
+                t0 = time.perf_counter()
+                left = cfg.budget - len(steerer.order)
+                positions = steerer.suggest(min(cfg.batch, left) if not steerer.seeding else
+                                            min(cfg.seeds - len(steerer.good), left))
+                if len(positions) == 0:
+                    stopped_by = "budget"
+                    break
+                measured = self.instrument.measure(positions)
+                result = self.scalarizer(measured)
+                steerer.observe(positions, result.values)
+                frames.append(np.asarray(measured.data))
+                reasons.append(result.reason)
+                if not axis:
+                    axis = ({"energy_eV": measured.energy_eV} if measured.energy_eV is not None
+                            else {"mrad_per_px": measured.mrad_per_px})
+                post = steerer.posterior() if not steerer.seeding else None
+                seconds = time.perf_counter() - t0
+                step_seconds.append(seconds)
+                max_std.append(float(post.std.max()) if post is not None else np.nan)
+                bar.update(len(positions))
+                if callback is not None:
+                    callback(Step(step, positions, result.values, result.reason, seconds, len(steerer.order),
+                                  cfg.budget, post, steerer))
+                step += 1
+        finally:
+            bar.close()
+        post = steerer.posterior()
+        h, w = survey.shape
+        nan_map = np.full((h, w), np.nan)
+        order = np.asarray(steerer.order, dtype=np.int64)
+        return ExperimentResult(
+            survey=survey, config=cfg, scalarizer=self.scalarizer.params(), signal_kind=self.instrument.signal_kind,
+            positions=patches.coords[order] if len(order) else np.zeros((0, 2), np.int64),
+            values=np.asarray(steerer.values, dtype=np.float64),
+            reasons=np.concatenate(reasons) if reasons else np.zeros(0, np.uint8),
+            frames=np.concatenate(frames) if frames else np.zeros((0,)),
+            frame_axis=axis,
+            prediction=patches.to_map(post.mean) if post is not None else nan_map,
+            uncertainty=patches.to_map(post.std) if post is not None else nan_map.copy(),
+            step_seconds=step_seconds, max_std=max_std, stopped_by=stopped_by,
+            instrument_state=self.instrument.state(), n_candidates=len(patches))
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, enabled: bool) -> typing.Any:
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="pt", desc="emedge run", dynamic_ncols=True)

@@ -1,0 +1,48 @@
+"""``maps.png``: what the experiment saw and what the model believes, in four panels."""
+from __future__ import annotations
+
+import numpy as np
+
+from emedge_core.experiment import ExperimentResult
+
+
+def plot_maps(result: ExperimentResult, path: str) -> None:
+    """Survey with measured points in order, prediction, uncertainty, learning curve -> PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    name = result.scalarizer.get("name", "scalar")
+    fig, ax = plt.subplots(2, 2, figsize=(11, 10), constrained_layout=True)
+    a = ax[0, 0]
+    a.imshow(result.survey.image, cmap="gray")
+    pos = result.positions
+    ok = np.isfinite(result.values)
+    if len(pos):
+        sc = a.scatter(pos[ok, 1], pos[ok, 0], c=np.flatnonzero(ok), cmap="plasma", s=14, edgecolors="none")
+        a.scatter(pos[~ok, 1], pos[~ok, 0], marker="x", c="red", s=20, label="failed")
+        a.plot(pos[:, 1], pos[:, 0], "-", color="cyan", lw=0.4, alpha=0.5)
+        fig.colorbar(sc, ax=a, label="measurement order")
+        if (~ok).any():
+            a.legend(loc="lower right", fontsize=8)
+    a.set_title(f"HAADF survey, {len(pos)} points ({result.config.acquisition})")
+    for a, data, title, cmap in ((ax[0, 1], result.prediction, f"predicted {name}", "viridis"),
+                                 (ax[1, 0], result.uncertainty, "predictive std", "magma")):
+        im = a.imshow(data, cmap=cmap)
+        fig.colorbar(im, ax=a)
+        a.set_title(title)
+    a = ax[1, 1]
+    steps = np.arange(1, len(result.max_std) + 1)
+    a.plot(steps, result.max_std, "-", label="max predictive std")
+    a.set_xlabel("step")
+    a.set_ylabel(f"max predictive std of {name}")
+    good = result.values[ok]
+    if len(good):
+        a2 = a.twinx()
+        a2.plot(np.flatnonzero(ok) + 1, np.maximum.accumulate(good), "g-", label="best so far")
+        a2.set_ylabel("best measured", color="g")
+    a.set_title(f"learning curve (stopped by {result.stopped_by})")
+    a.legend(loc="upper right", fontsize=8)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -14,15 +14,24 @@ import typing
 
 from emedge_core import EmedgeError
 
-INSTRUMENTS = ("twin", "replay")
+INSTRUMENT_GROUP = "emedge.instruments"
+
+
+def instrument_plugins() -> dict[str, typing.Any]:
+    """Instruments other packages add through the ``emedge.instruments`` entry-point group
+    (e.g. ``usim`` from the Swift adapter); each entry is a factory ``f(args) -> Instrument``."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=INSTRUMENT_GROUP)}
 
 
 def register(sub: typing.Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "run", help="run a closed-loop DKL experiment", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--instrument", choices=INSTRUMENTS, default="twin",
-                   help="twin: the seeded digital twin (default); replay: frames from --data")
+    p.add_argument("--instrument", choices=("twin", "replay", *sorted(instrument_plugins())), default="twin",
+                   help="twin: the seeded digital twin (default); replay: frames from --data; "
+                        "others come from installed plug-ins (usim: nionswift-usim through Swift's instrumentation)")
     p.add_argument("--data", help="replay file (.npz or HDF5 with survey, data[, energy_eV])")
     p.add_argument("--signal", choices=("spectrum", "diffraction"), default=None,
                    help="twin only: EELS spectra or 4D-STEM patterns (default: from the scalarizer)")
@@ -70,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
         from emedge_core.replay import Replay
 
         instrument: typing.Any = Replay(args.data)
+    elif args.instrument != "twin":
+        instrument = instrument_plugins()[args.instrument].load()(args)
     else:
         from emedge_core.twin import DigitalTwin
 

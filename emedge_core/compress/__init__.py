@@ -1,0 +1,38 @@
+"""Codecs for outgoing data: lossless, frame-delta prediction, sparse events, error-bounded lossy.
+
+    from emedge_core import compress
+    codec = compress.get("blosc2")               # or "delta+blosc2", "sz3:abs=1", "sqrt:q=1", "sparse", ...
+    blob = codec.encode(frames); frames == codec.decode(blob)
+    codec.h5_filter()                            # kwargs for h5py create_dataset (hdf5plugin filter)
+
+``get("auto", sample=...)`` picks per data set (:mod:`.auto`). Files: :mod:`emedge_core.emd`.
+"""
+from __future__ import annotations
+
+import typing
+
+import numpy as np
+
+from emedge_core import EmedgeError
+from emedge_core.compress.codec import Codec, parse
+from emedge_core.compress.sparse import SparseEvents
+
+__all__ = ["Codec", "SparseEvents", "get", "decode"]
+
+
+def get(spec: str, sample: typing.Optional[typing.Sequence[np.ndarray]] = None, axis: int = 0) -> typing.Any:
+    """The codec named by ``spec``; ``"auto"`` needs ``sample`` (chunks as they will be stored)."""
+    if spec == "auto":
+        if not sample:
+            raise EmedgeError("codec 'auto' needs a sample of the data")
+        from emedge_core.compress.auto import choose
+
+        return choose(sample, axis)[0]
+    return parse(spec)
+
+
+def decode(payload: bytes) -> np.ndarray:
+    """Decode bytes from any codec's ``encode`` (the codec is named in the header)."""
+    from emedge_core.compress.codec import split_header
+
+    return parse(split_header(payload)[0]["codec"]).decode(payload)

@@ -1,0 +1,547 @@
+"""EMD 1.0 files on HDF5: a streaming writer in bounded memory, a whole-array writer, a reader.
+
+Public API::
+
+    emd.write(path, {"data": array}, codec="auto", provenance=provenance.collect(...))  # -> stats
+    with emd.StreamWriter(path, "data", frame_shape=(ky, kx), dtype="uint16", nav_shape=(H, W)) as w:
+        w.append(frames)                  # (k, ky, kx) as they arrive; a chunk is flushed when full
+    emd.read(path) -> {name: array};  emd.read(path, "data") -> array;  emd.info(path) -> dict
+
+Layout (the root attributes and groups as emdfile/py4DSTEM write them, so emdfile, rosettasciio
+and plain h5py + hdf5plugin read the arrays)::
+
+    /                      emd_group_type='file', version_major=1, version_minor=0, UUID, authoring_*
+    /<root>                emd_group_type='root', python_class='Root'
+    /<root>/metadatabundle/provenance   emd_group_type='metadata': one JSON string per key
+    /<root>/<name>         emd_group_type='array', python_class='Array', emedge_* codec attributes
+    /<root>/<name>/data    the array (stored dtype), chunks (1, .., 1, c, *frame) along the scan,
+                           attrs units, frames_written
+    /<root>/<name>/dim0..  axis vectors [start, start + step] with name and units
+    /<root>/<name>/checksums  CRC-32 per chunk of the original data, in write order
+
+Frames arrive in C order over the navigation (scan) shape; ``c`` consecutive frames along the last
+scan axis form one HDF5 chunk. Each full chunk is encoded, written with ``write_direct_chunk``,
+and the file is flushed with ``frames_written`` updated, so a crash (kill -9) leaves a file that
+reads back every frame up to the last flushed chunk. Sparse arrays (codec ``sparse``) store
+``events_per_frame``, ``event_index``, ``event_count`` instead of ``data``
+(see :mod:`emedge_core.compress.sparse`); their group type is ``emedge_sparse``.
+"""
+from __future__ import annotations
+
+import json
+import time
+import typing
+import uuid
+
+import h5py
+import hdf5plugin  # noqa: F401  (registers the HDF5 filters used by the codecs)
+import numpy as np
+
+from emedge_core import EmedgeError, __version__
+from emedge_core import compress
+from emedge_core.provenance import CHECKSUM_ALGORITHM, checksum
+
+CHUNK_BYTES = 1 << 20          # target raw size of one HDF5 chunk: 1 MiB
+Dim = tuple[str, str, float, float]     # (name, units, start, step) of one axis
+
+
+def default_sig_ndim(ndim: int) -> int:
+    """Frame dimensions when not given: scalars for 1-D, rows for 2-D, images for 3-D and 4-D."""
+    return {0: 0, 1: 0, 2: 1}.get(ndim, 2)
+
+
+def chunk_frames_for(frame_shape: tuple[int, ...], itemsize: int, last_nav: typing.Optional[int]) -> int:
+    """Frames per chunk so that a chunk holds about ``CHUNK_BYTES`` (at most one scan row)."""
+    frame = max(1, int(np.prod(frame_shape, dtype=np.int64)) * itemsize)
+    c = max(1, CHUNK_BYTES // frame)
+    return max(1, min(c, last_nav)) if last_nav else c
+
+
+def chunk_runs(nav_shape: tuple[int, ...], c: int) -> typing.Iterator[tuple[tuple[slice, ...], int, int]]:
+    """Chunks in write order: (nav slices, first flat frame index, frames in the chunk)."""
+    if not nav_shape or 0 in nav_shape:
+        return
+    last = nav_shape[-1]
+    for row, start in enumerate(np.ndindex(*nav_shape[:-1])):
+        for j in range(0, last, c):
+            k = min(c, last - j)
+            yield tuple(slice(i, i + 1) for i in start) + (slice(j, j + k),), row * last + j, k
+
+
+class ArraySink:
+    """Writes one array into an open EMD root group, chunk by chunk (used by the writers below).
+
+    frame_shape: shape of one frame (detector image (ky, kx), spectrum (E,), or () for scalars).
+    nav_shape: scan shape (H, W) etc. known up front, or None for a series that grows along axis 0.
+    codec: spec string (``auto`` picks on the first chunk) or a codec object.
+    chunk_frames: frames per chunk (default: about 1 MiB, at most one scan row).
+    dims: (name, units, start, step) per axis of the whole array; units: of the values.
+    """
+
+    def __init__(self, root: h5py.Group, name: str, frame_shape: tuple[int, ...], dtype: typing.Any,
+                 nav_shape: typing.Optional[tuple[int, ...]] = None, codec: typing.Any = "auto",
+                 chunk_frames: typing.Optional[int] = None, dims: typing.Optional[typing.Sequence[Dim]] = None,
+                 units: str = "") -> None:
+        self.name, self.frame_shape, self.dtype = name, tuple(int(s) for s in frame_shape), np.dtype(dtype)
+        self.nav_shape = None if nav_shape is None else tuple(int(s) for s in nav_shape)
+        if self.dtype.kind not in "uif":
+            raise EmedgeError(f"{name}: cannot store dtype {self.dtype} (numeric arrays only)")
+        self.c = int(chunk_frames or chunk_frames_for(self.frame_shape, self.dtype.itemsize,
+                                                      self.nav_shape[-1] if self.nav_shape else None))
+        if self.c < 1:
+            raise EmedgeError(f"{name}: chunk_frames must be >= 1")
+        self.codec: typing.Any = None if codec == "auto" else (compress.get(codec) if isinstance(codec, str) else codec)
+        if self.codec is not None:
+            self.codec.check(self.dtype)
+        self.group = root.create_group(name)
+        self.group.attrs.update({"emd_group_type": "array", "python_class": "Array"})
+        self._dims, self._units = dims, units
+        self._buf = np.zeros((self.c, *self.frame_shape), self.dtype)
+        self._k = 0                       # frames in the buffer
+        self._runs = chunk_runs(self.nav_shape, self.c) if self.nav_shape else None
+        self._run_len = self._next_run_len()
+        self.frames_written, self.raw_bytes, self.stored_bytes, self.seconds = 0, 0, 0, 0.0
+        self._vmax = -np.inf
+        self._ds: dict[str, h5py.Dataset] = {}
+
+    @property
+    def total(self) -> typing.Optional[int]:
+        return None if self.nav_shape is None else int(np.prod(self.nav_shape, dtype=np.int64))
+
+    def _next_run_len(self) -> int:
+        if self._runs is None:
+            return self.c
+        run = next(self._runs, None)
+        return 0 if run is None else run[2]
+
+    def append(self, frames: np.ndarray) -> None:
+        """Add frames (k, *frame_shape), or one frame (*frame_shape), in scan order."""
+        a = np.asarray(frames)
+        if a.shape == self.frame_shape and (a.ndim < len(self.frame_shape) + 1):
+            a = a[None]
+        if a.shape[1:] != self.frame_shape:
+            raise EmedgeError(f"{self.name}: frames of shape {a.shape[1:]} do not match frame shape {self.frame_shape}")
+        if a.dtype != self.dtype:
+            raise EmedgeError(f"{self.name}: frames have dtype {a.dtype}, the array was opened for {self.dtype}")
+        if self.total is not None and self.frames_written + self._k + len(a) > self.total:
+            raise EmedgeError(f"{self.name}: more frames than the scan shape {self.nav_shape} holds")
+        i = 0
+        while i < len(a):
+            take = min(self._run_len - self._k, len(a) - i)
+            self._buf[self._k:self._k + take] = a[i:i + take]
+            self._k += take
+            i += take
+            if self._k == self._run_len:
+                self._flush_chunk()
+
+    def _flush_chunk(self) -> None:
+        k, t0 = self._k, time.perf_counter()
+        block = self._buf[:k]
+        crc = checksum(block)
+        self._buf[k:] = 0
+        nav_ndim = len(self.nav_shape) if self.nav_shape else 1
+        chunk = self._buf.reshape((1,) * (nav_ndim - 1) + self._buf.shape)
+        if self.codec is None:
+            self.codec = compress.get("auto", sample=[chunk], axis=nav_ndim - 1)
+        if not self._ds:
+            self._create()
+        if self.codec.kind == "sparse":
+            stored = self._write_sparse(block)
+        else:
+            stored = self._write_dense(chunk, nav_ndim)
+        ck = self._ds["checksums"]
+        ck.resize((ck.shape[0] + 1,))
+        ck[-1] = crc
+        if getattr(self.codec, "transform", None) is not None and not self.codec.transform.lossless and block.size:
+            self._vmax = max(self._vmax, float(block.max()))       # the stated bound grows with the largest value
+            self.group.attrs["emedge_error_bound"] = json.dumps(self.codec.error_bound(np.array([self._vmax])),
+                                                                default=float)
+        self.frames_written += k
+        self._ds["data"].attrs["frames_written"] = self.frames_written
+        self.group.file.flush()
+        self.raw_bytes += block.nbytes
+        self.stored_bytes += stored
+        self.seconds += time.perf_counter() - t0
+        self._k = 0
+        self._run_len = self._next_run_len()
+
+    def _write_dense(self, chunk: np.ndarray, nav_ndim: int) -> int:
+        payload = self.codec.encode_chunk(chunk, axis=nav_ndim - 1)
+        d = self._ds["data"]
+        if self.nav_shape is None:
+            offset = (self.frames_written,) + (0,) * len(self.frame_shape)
+            d.resize((self.frames_written + self._k, *self.frame_shape))
+        else:
+            nav = np.unravel_index(self.frames_written, self.nav_shape)
+            offset = tuple(int(i) for i in nav) + (0,) * len(self.frame_shape)
+        d.id.write_direct_chunk(offset, payload)
+        return len(payload)
+
+    def _write_sparse(self, block: np.ndarray) -> int:
+        per_frame, index, count = self.codec.events(block.reshape(len(block), *self.frame_shape))
+        stored = 0
+        for key, values in (("events_per_frame", per_frame), ("event_index", index), ("event_count", count)):
+            d = self._ds[key]
+            n = d.shape[0]
+            d.resize((n + len(values),))
+            d[n:] = values
+            stored += values.nbytes
+        self._ds["data"] = self._ds["events_per_frame"]
+        return stored      # raw event bytes; the file's storage size gives the compressed total
+
+    def _create(self) -> None:
+        g, codec = self.group, self.codec
+        g.attrs.update({"emedge_nav_ndim": len(self.nav_shape) if self.nav_shape else 1,
+                        "emedge_chunk_frames": self.c, **codec.attrs(self.dtype)} if codec.kind != "sparse" else
+                       {"emd_group_type": "emedge_sparse", "python_class": "EmedgeSparse", "emedge_codec": codec.spec,
+                        "emedge_lossless": True, "emedge_nav_ndim": len(self.nav_shape) if self.nav_shape else 1,
+                        "emedge_chunk_frames": self.c, "emedge_original_dtype": self.dtype.str,
+                        "frame_shape": np.asarray(self.frame_shape, np.int64),
+                        "nav_shape": np.asarray(self.nav_shape or (-1,), np.int64)})
+        bound = codec.error_bound()
+        if bound is not None:
+            g.attrs["emedge_error_bound"] = json.dumps(bound, default=float)
+        if codec.kind == "sparse":
+            for key, dt in (("events_per_frame", np.uint32), ("event_index", np.uint32), ("event_count", self.dtype)):
+                self._ds[key] = g.create_dataset(key, shape=(0,), maxshape=(None,), dtype=dt, chunks=(1 << 16,),
+                                                 **codec.stage.h5_filter())
+            self._ds["events_per_frame"].attrs["frames_written"] = 0
+            self._ds["data"] = self._ds["events_per_frame"]
+        else:
+            nav = self.nav_shape if self.nav_shape is not None else (0,)
+            chunks = (1,) * (len(nav) - 1) + (self.c, *self.frame_shape)
+            d = g.create_dataset("data", shape=nav + self.frame_shape, maxshape=(None, *nav[1:], *self.frame_shape),
+                                 dtype=codec.stored_dtype(self.dtype), chunks=chunks, **codec.h5_filter())
+            d.attrs["units"] = self._units
+            d.attrs["frames_written"] = 0
+            self._ds["data"] = d
+            self._write_dims(nav + self.frame_shape)
+        ck = g.create_dataset("checksums", shape=(0,), maxshape=(None,), dtype=np.uint32, chunks=(4096,))
+        ck.attrs["algorithm"] = CHECKSUM_ALGORITHM
+        self._ds["checksums"] = ck
+
+    def _write_dims(self, shape: tuple[int, ...]) -> None:
+        dims = list(self._dims or [])
+        for i in range(len(shape)):
+            name, units, start, step = dims[i] if i < len(dims) else (f"dim{i}", "pixels", 0.0, 1.0)
+            d = self.group.create_dataset(f"dim{i}", data=np.array([start, start + step], np.float64))
+            d.attrs.update({"name": name, "units": units})
+
+    def close(self) -> dict[str, typing.Any]:
+        """Flush a partial last chunk (growing series) and return the array's statistics."""
+        if self._k:
+            self._flush_chunk()
+        if self.codec is None:           # nothing was ever written
+            self.codec = compress.get("blosc2")
+        if not self._ds:
+            self._create()
+        if self.total is not None and self.frames_written < self.total:
+            raise EmedgeError(f"{self.name}: closed after {self.frames_written} of {self.total} frames")
+        return self.stats()
+
+    def stats(self) -> dict[str, typing.Any]:
+        stored = sum(d.id.get_storage_size() for d in self.group.values() if isinstance(d, h5py.Dataset)
+                     and d.name.rsplit("/", 1)[-1] not in ("checksums",) and not d.name.rsplit("/", 1)[-1].startswith("dim"))
+        return {"frames": self.frames_written, "raw_bytes": self.raw_bytes, "stored_bytes": stored,
+                "ratio": self.raw_bytes / stored if stored else float("nan"), "seconds": self.seconds,
+                "codec": self.codec.spec if self.codec else None,
+                "lossless": bool(self.codec.lossless) if self.codec else True}
+
+
+def _create_file(path: str, root: str, provenance: typing.Optional[dict[str, typing.Any]]) -> tuple[h5py.File, h5py.Group]:
+    try:
+        f = h5py.File(path, "w")
+    except OSError as e:
+        raise EmedgeError(f"cannot create {path}: {e}") from None
+    f.attrs.update({"emd_group_type": "file", "version_major": np.int64(1), "version_minor": np.int64(0),
+                    "UUID": str(uuid.uuid4()), "authoring_program": f"nionswift-emedge {__version__}",
+                    "authoring_user": ""})
+    g = f.create_group(root)
+    g.attrs.update({"emd_group_type": "root", "python_class": "Root"})
+    bundle = g.create_group("metadatabundle")
+    bundle.attrs["emd_group_type"] = "metadatabundle"
+    md = bundle.create_group("provenance")
+    md.attrs.update({"emd_group_type": "metadata", "python_class": "Metadata"})
+    for key, value in (provenance or {}).items():
+        ds = md.create_dataset(key, data=json.dumps(value, default=_jsonable))
+        ds.attrs["type"] = np.bytes_(b"string")
+    f.flush()
+    return f, g
+
+
+def _jsonable(x: typing.Any) -> typing.Any:
+    return x.tolist() if hasattr(x, "tolist") else str(x)
+
+
+class StreamWriter:
+    """Stream frames of one array into a new EMD file in bounded memory (one chunk buffered).
+
+    Extra, small arrays (a survey image, an energy axis) go in with :meth:`write_array`. Write
+    errors (a full disk) raise :class:`EmedgeError` saying how many frames the file keeps.
+    """
+
+    def __init__(self, path: str, name: str = "data", frame_shape: tuple[int, ...] = (), dtype: typing.Any = "float32",
+                 nav_shape: typing.Optional[tuple[int, ...]] = None, codec: typing.Any = "auto",
+                 chunk_frames: typing.Optional[int] = None, provenance: typing.Optional[dict[str, typing.Any]] = None,
+                 root: str = "data", dims: typing.Optional[typing.Sequence[Dim]] = None, units: str = "") -> None:
+        self.path = path
+        self.file, self.root = _create_file(path, root, provenance)
+        self._stats: dict[str, dict[str, typing.Any]] = {}
+        self._failed = False
+        try:
+            self.sink = ArraySink(self.root, name, frame_shape, dtype, nav_shape, codec, chunk_frames, dims, units)
+        except EmedgeError:
+            self.file.close()
+            raise
+
+    def append(self, frames: np.ndarray) -> None:
+        """Add frames (k, *frame_shape) or one frame in scan order; full chunks go to disk."""
+        self._guard(self.sink.append, frames)
+
+    def write_array(self, name: str, array: np.ndarray, codec: typing.Any = "auto",
+                    sig_ndim: typing.Optional[int] = None, dims: typing.Optional[typing.Sequence[Dim]] = None,
+                    units: str = "") -> dict[str, typing.Any]:
+        """Write a whole array beside the stream (see :func:`write`)."""
+        stats = self._guard(_write_one, self.root, name, np.asarray(array), codec, sig_ndim, dims, units)
+        self._stats[name] = stats
+        return stats
+
+    def _guard(self, fn: typing.Callable[..., typing.Any], *args: typing.Any) -> typing.Any:
+        if self._failed:
+            raise EmedgeError(f"{self.path}: an earlier write failed; the file holds "
+                              f"{self.sink.frames_written} frames")
+        try:
+            return fn(*args)
+        except OSError as e:
+            self._failed = True
+            raise EmedgeError(f"writing {self.path} failed ({e}); it keeps the {self.sink.frames_written} frames "
+                              f"flushed before") from None
+
+    def close(self) -> dict[str, dict[str, typing.Any]]:
+        """Finish the stream; returns statistics per array ({name: {ratio, raw_bytes, ...}})."""
+        try:
+            if not self._failed:
+                self._stats[self.sink.name] = self._guard(self.sink.close)
+        finally:
+            try:
+                self.file.close()
+            except (OSError, RuntimeError):
+                if not self._failed:
+                    raise
+        return self._stats
+
+    def __enter__(self) -> "StreamWriter":
+        return self
+
+    def __exit__(self, kind: typing.Any, *rest: typing.Any) -> None:
+        if kind is None:
+            self.close()
+        else:                 # keep what was flushed; do not mask the original error
+            self._failed = True
+            try:
+                self.file.close()
+            except (OSError, RuntimeError):
+                pass
+
+
+def _write_one(root: h5py.Group, name: str, a: np.ndarray, codec: typing.Any, sig_ndim: typing.Optional[int],
+               dims: typing.Optional[typing.Sequence[Dim]], units: str) -> dict[str, typing.Any]:
+    sig = default_sig_ndim(a.ndim) if sig_ndim is None else int(sig_ndim)
+    if not 0 <= sig <= a.ndim:
+        raise EmedgeError(f"{name}: sig_ndim {sig} does not fit an array of shape {a.shape}")
+    if a.ndim == sig:           # a single frame: one scan position
+        a, dims = a[None], None
+    nav, frame = a.shape[:a.ndim - sig], a.shape[a.ndim - sig:]
+    sink = ArraySink(root, name, frame, a.dtype, nav, codec, None, dims, units)
+    flat = a.reshape((-1, *frame))
+    step = max(1, sink.c * 16)
+    for i in range(0, len(flat), step):
+        sink.append(flat[i:i + step])
+    return sink.close()
+
+
+def write(path: str, arrays: typing.Mapping[str, np.ndarray], codec: typing.Union[str, typing.Mapping[str, str]] = "auto",
+          provenance: typing.Optional[dict[str, typing.Any]] = None, root: str = "data",
+          sig_ndim: typing.Optional[typing.Mapping[str, int]] = None,
+          dims: typing.Optional[typing.Mapping[str, typing.Sequence[Dim]]] = None,
+          units: typing.Optional[typing.Mapping[str, str]] = None) -> dict[str, dict[str, typing.Any]]:
+    """Write whole arrays into a new EMD file; returns statistics per array.
+
+    codec: one spec for all, or {name: spec} (missing names get ``auto``). sig_ndim: frame
+    dimensions per array (default: 0 for 1-D, 1 for 2-D, 2 for 3-D/4-D arrays); the other, leading
+    axes are the scan, chunked along its last axis.
+    """
+    f, g = _create_file(path, root, provenance)
+    stats: dict[str, dict[str, typing.Any]] = {}
+    try:
+        for name, array in arrays.items():
+            spec = codec if isinstance(codec, str) else codec.get(name, "auto")
+            try:
+                stats[name] = _write_one(g, name, np.asarray(array), spec, (sig_ndim or {}).get(name),
+                                         (dims or {}).get(name), (units or {}).get(name, ""))
+            except OSError as e:
+                raise EmedgeError(f"writing {path} failed at array {name!r} ({e}); arrays before it are kept") from None
+    finally:
+        try:
+            f.close()
+        except (OSError, RuntimeError):
+            pass
+    return stats
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _open(path: str) -> h5py.File:
+    try:
+        return h5py.File(path, "r")
+    except FileNotFoundError:
+        raise EmedgeError(f"file not found: {path}") from None
+    except OSError as e:
+        raise EmedgeError(f"cannot open {path} as HDF5 (corrupt or truncated?): {e}") from None
+
+
+def _root(f: h5py.File, root: typing.Optional[str]) -> h5py.Group:
+    if root is not None:
+        if root not in f:
+            raise EmedgeError(f"{f.filename} has no group {root!r}")
+        return f[root]
+    for g in f.values():
+        if isinstance(g, h5py.Group) and g.attrs.get("emd_group_type") == "root":
+            return g
+    raise EmedgeError(f"{f.filename} is not an EMD 1.0 file (no group with emd_group_type='root')")
+
+
+def _is_array(g: typing.Any) -> bool:
+    return isinstance(g, h5py.Group) and g.attrs.get("emd_group_type") in ("array", "emedge_sparse")
+
+
+def read(path: str, name: typing.Optional[str] = None, root: typing.Optional[str] = None,
+         verify: bool = True) -> typing.Any:
+    """Arrays of an EMD file: ``{name: array}``, or one array when ``name`` is given.
+
+    Undoes prediction / quantisation / sparse storage; with ``verify`` checks each complete chunk
+    of a lossless array against its CRC-32. A stream cut short (crash) reads up to its last flushed
+    chunk: growing series are cut there, fixed scans hold zeros after it. Corrupt, truncated or
+    foreign files raise :class:`EmedgeError`.
+    """
+    with _open(path) as f:
+        g = _root(f, root)
+        if name is not None:
+            if name not in g or not _is_array(g[name]):
+                raise EmedgeError(f"{path} has no array {name!r} under {g.name}")
+            return read_array(g[name], verify)
+        return {k: read_array(v, verify) for k, v in g.items() if _is_array(v)}
+
+
+def read_array(g: h5py.Group, verify: bool = True) -> np.ndarray:
+    """One array group (see :func:`read`)."""
+    where = f"{g.file.filename}:{g.name}"
+    try:
+        if "emedge_codec" not in g.attrs:            # a plain EMD array written by someone else
+            return g["data"][()]
+        codec = compress.get(str(g.attrs["emedge_codec"]))
+        dtype = np.dtype(str(g.attrs["emedge_original_dtype"]))
+        nav_ndim, c = int(g.attrs["emedge_nav_ndim"]), int(g.attrs["emedge_chunk_frames"])
+        if codec.kind == "sparse":
+            out = _read_sparse(g, codec, dtype)
+        else:
+            out = _read_dense(g, codec, dtype, nav_ndim, c)
+        nav_shape = out.shape[:nav_ndim]
+        written = int(g["data" if "data" in g else "events_per_frame"].attrs.get("frames_written", 0))
+        if verify and codec.lossless:
+            _verify(out, nav_shape, c, written, g["checksums"][()], where)
+        return out
+    except OSError as e:
+        raise EmedgeError(f"cannot read {where} (corrupt or truncated file): {e}") from None
+    except (KeyError, ValueError) as e:
+        raise EmedgeError(f"{where} is not a complete emedge array: {e}") from None
+
+
+def _read_dense(g: h5py.Group, codec: typing.Any, dtype: np.dtype, nav_ndim: int, c: int) -> np.ndarray:
+    d = g["data"]
+    written = int(d.attrs.get("frames_written", d.shape[0]))
+    growing = d.maxshape[0] is None and nav_ndim == 1
+    shape = ((min(written, d.shape[0]),) if growing else d.shape[:nav_ndim]) + d.shape[nav_ndim:]
+    if codec.transform is None:
+        return d[:shape[0]]
+    out = np.zeros(shape, dtype)
+    for nav, _, _ in chunk_runs(shape[:nav_ndim], c):
+        out[nav] = codec.inverse(d[nav], nav_ndim - 1, dtype)
+    return out
+
+
+def _read_sparse(g: h5py.Group, codec: typing.Any, dtype: np.dtype) -> np.ndarray:
+    frame_shape = tuple(int(s) for s in g.attrs["frame_shape"])
+    nav_shape = tuple(int(s) for s in g.attrs["nav_shape"])
+    per_frame = g["events_per_frame"]
+    written = int(per_frame.attrs.get("frames_written", per_frame.shape[0]))
+    pf = per_frame[:written]
+    nnz = int(pf.sum())
+    frames = codec.frames(pf, g["event_index"][:nnz], g["event_count"][:nnz], frame_shape, dtype)
+    if nav_shape == (-1,):
+        return frames
+    out = np.zeros((int(np.prod(nav_shape)), *frame_shape), dtype)
+    out[:written] = frames
+    return out.reshape(nav_shape + frame_shape)
+
+
+def _verify(out: np.ndarray, nav_shape: tuple[int, ...], c: int, written: int, crcs: np.ndarray, where: str) -> None:
+    flat = out.reshape((-1, *out.shape[len(nav_shape):]))
+    for j, (_, start, k) in enumerate(chunk_runs(nav_shape, c)):
+        if start + k > written or j >= len(crcs):
+            break
+        if checksum(flat[start:start + k]) != int(crcs[j]):
+            raise EmedgeError(f"{where}: chunk {j} (frames {start}..{start + k - 1}) fails its CRC-32 checksum "
+                              "(corrupt data)")
+
+
+def info(path: str) -> dict[str, typing.Any]:
+    """Layout, codecs, ratios and provenance of an EMD file (what ``emedge inspect`` prints)."""
+    with _open(path) as f:
+        g = _root(f, None)
+        prov: dict[str, typing.Any] = {}
+        md = g.get("metadatabundle/provenance")
+        for key in (md.keys() if md is not None else ()):
+            raw = md[key][()]
+            text = raw.decode() if isinstance(raw, bytes) else str(raw)
+            try:
+                prov[key] = json.loads(text)
+            except ValueError:
+                prov[key] = text
+        arrays = {}
+        for name, a in g.items():
+            if not _is_array(a):
+                continue
+            ds = [d for k, d in a.items() if isinstance(d, h5py.Dataset) and k != "checksums" and not k.startswith("dim")]
+            stored = sum(d.id.get_storage_size() for d in ds)
+            dtype = np.dtype(str(a.attrs.get("emedge_original_dtype", ds[0].dtype.str if ds else "u1")))
+            main = a["data"] if "data" in a else a.get("events_per_frame")
+            if a.attrs.get("emd_group_type") == "emedge_sparse":
+                nav = tuple(int(s) for s in a.attrs["nav_shape"])
+                written = int(main.attrs.get("frames_written", 0))
+                shape = ((written,) if nav == (-1,) else nav) + tuple(int(s) for s in a.attrs["frame_shape"])
+            else:
+                shape = tuple(main.shape) if main is not None else ()
+            raw = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            arrays[name] = {"shape": list(shape), "dtype": dtype.name, "codec": a.attrs.get("emedge_codec", "h5py"),
+                            "lossless": bool(a.attrs.get("emedge_lossless", True)),
+                            "error_bound": json.loads(a.attrs["emedge_error_bound"]) if "emedge_error_bound" in a.attrs else None,
+                            "chunks": list(main.chunks or ()) if main is not None else [],
+                            "filters": _filters(main), "frames_written": int(main.attrs.get("frames_written", -1))
+                            if main is not None else 0,
+                            "raw_bytes": raw, "stored_bytes": stored, "ratio": raw / stored if stored else None}
+        root_attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+        return {"path": path, "file_attrs": root_attrs, "root": g.name, "arrays": arrays, "provenance": prov}
+
+
+def _filters(d: typing.Optional[h5py.Dataset]) -> list[str]:
+    if d is None:
+        return []
+    plist = d.id.get_create_plist()
+    out = []
+    for i in range(plist.get_nfilters()):
+        code, _, _, fname = plist.get_filter(i)
+        out.append(f"{code} {fname.decode(errors='replace').split(';')[0]}")
+    return out
+

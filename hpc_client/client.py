@@ -44,7 +44,13 @@ def client_for(job_id: str, registry: typing.Optional[Registry] = None) -> "Clie
     """The client that can follow ``job_id`` (its backend and server come from the registry;
     credentials again from the config file or environment)."""
     registry = registry or Registry()
-    record = registry.get(job_id)
+    try:
+        record = registry.get(job_id)
+    except JobNotFound:
+        backend = job_id.partition(":")[0]
+        if backend not in config.BACKENDS or ":" not in job_id:
+            raise
+        record = {"backend": backend}
     return Client(make_backend(record["backend"], **record.get("settings", {})), registry)
 
 

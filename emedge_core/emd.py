@@ -287,7 +287,7 @@ class StreamWriter:
         self.path = path
         self.file, self.root = _create_file(path, root, provenance)
         self._stats: dict[str, dict[str, typing.Any]] = {}
-        self._failed = False
+        self._failed = self._closed = False
         try:
             self.sink = ArraySink(self.root, name, frame_shape, dtype, nav_shape, codec, chunk_frames, dims, units)
         except EmedgeError:
@@ -318,7 +318,11 @@ class StreamWriter:
                               f"flushed before") from None
 
     def close(self) -> dict[str, dict[str, typing.Any]]:
-        """Finish the stream; returns statistics per array ({name: {ratio, raw_bytes, ...}})."""
+        """Finish the stream; returns statistics per array ({name: {ratio, raw_bytes, ...}}).
+        Closing again returns the same statistics."""
+        if self._closed:
+            return self._stats
+        self._closed = True
         try:
             if not self._failed:
                 self._stats[self.sink.name] = self._guard(self.sink.close)
@@ -336,8 +340,8 @@ class StreamWriter:
     def __exit__(self, kind: typing.Any, *rest: typing.Any) -> None:
         if kind is None:
             self.close()
-        else:                 # keep what was flushed; do not mask the original error
-            self._failed = True
+        elif not self._closed:    # keep what was flushed; do not mask the original error
+            self._failed = self._closed = True
             try:
                 self.file.close()
             except (OSError, RuntimeError):
@@ -346,11 +350,12 @@ class StreamWriter:
 
 def _write_one(root: h5py.Group, name: str, a: np.ndarray, codec: typing.Any, sig_ndim: typing.Optional[int],
                dims: typing.Optional[typing.Sequence[Dim]], units: str) -> dict[str, typing.Any]:
+    if a.ndim == 0:
+        raise EmedgeError(f"{name}: store scalars as attributes, not arrays")
     sig = default_sig_ndim(a.ndim) if sig_ndim is None else int(sig_ndim)
     if not 0 <= sig <= a.ndim:
         raise EmedgeError(f"{name}: sig_ndim {sig} does not fit an array of shape {a.shape}")
-    if a.ndim == sig:           # a single frame: one scan position
-        a, dims = a[None], None
+    sig = min(sig, a.ndim - 1)          # a single frame is stored as its rows (shape kept)
     nav, frame = a.shape[:a.ndim - sig], a.shape[a.ndim - sig:]
     sink = ArraySink(root, name, frame, a.dtype, nav, codec, None, dims, units)
     flat = a.reshape((-1, *frame))
@@ -364,14 +369,16 @@ def write(path: str, arrays: typing.Mapping[str, np.ndarray], codec: typing.Unio
           provenance: typing.Optional[dict[str, typing.Any]] = None, root: str = "data",
           sig_ndim: typing.Optional[typing.Mapping[str, int]] = None,
           dims: typing.Optional[typing.Mapping[str, typing.Sequence[Dim]]] = None,
-          units: typing.Optional[typing.Mapping[str, str]] = None) -> dict[str, dict[str, typing.Any]]:
+          units: typing.Optional[typing.Mapping[str, str]] = None,
+          attrs: typing.Optional[typing.Mapping[str, typing.Any]] = None) -> dict[str, dict[str, typing.Any]]:
     """Write whole arrays into a new EMD file; returns statistics per array.
 
     codec: one spec for all, or {name: spec} (missing names get ``auto``). sig_ndim: frame
     dimensions per array (default: 0 for 1-D, 1 for 2-D, 2 for 3-D/4-D arrays); the other, leading
-    axes are the scan, chunked along its last axis.
+    axes are the scan, chunked along its last axis. attrs: extra attributes of the root group.
     """
     f, g = _create_file(path, root, provenance)
+    g.attrs.update(dict(attrs or {}))
     stats: dict[str, dict[str, typing.Any]] = {}
     try:
         for name, array in arrays.items():

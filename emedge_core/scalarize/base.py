@@ -1,12 +1,21 @@
 """The scalarizer interface: one small class per reduction (cf. LiberTEM's UDFs).
 
-A scalarizer turns frames into one number (or a short vector) per position.
-Subclasses declare ``name``, ``signal_kind`` and ``components`` and implement
-:meth:`Scalarizer.process` on a chunk of frames with the array module handed
-in (``xp`` = numpy, cupy or a torch shim), so the maths never branches on the
-backend. :meth:`Scalarizer.__call__` screens bad frames first: a frame with
-NaN/inf pixels, an all-zero frame, a saturated frame or a frame of the wrong
-shape gets NaN and a reason code, and the rest go on.
+A scalarizer turns frames into one number (or a short vector) per position. A
+subclass declares its result (``name``, ``signal_kind``, ``components``, ``unit``)
+and three verbs:
+
+- :meth:`Scalarizer.prepare` - once per data set: check the calibration, resolve
+  "auto" parameters from a first chunk, and return the weight rows (k, P) the
+  shared pass should project every frame on (or None);
+- :meth:`Scalarizer.process` - per chunk, on the device: reduce a
+  :class:`~emedge_core.scalarize.backends.Chunk` to (n,) or (n, k) values with the
+  array-API namespace ``be.xp``, never branching on the backend;
+- :meth:`Scalarizer.finalize` - once, on the whole (H, W[, k]) map, for the
+  reductions that need neighbours (DPC rotation, iCoM). Merging chunks is a copy
+  into the map and lives in the executor (:mod:`emedge_core.scalarize.stream`).
+
+Bad frames never stop a stream: :func:`screen` gives each position a
+:class:`Reason`, and its value is NaN.
 """
 from __future__ import annotations
 
@@ -20,6 +29,9 @@ import numpy as np
 
 from emedge_core import EmedgeError
 from emedge_core.instrument import Frames
+
+if typing.TYPE_CHECKING:
+    from emedge_core.scalarize.backends import Backend, Chunk
 
 
 class Reason(enum.IntEnum):
@@ -45,6 +57,28 @@ class ScalarResult:
         return self.reason == Reason.OK
 
 
+@dataclasses.dataclass(frozen=True)
+class Signal:
+    """What every frame of a data set is: kind, shape and calibration.
+
+    kind: "spectrum" or "diffraction"; shape: (E,) or (ky, kx) pixels;
+    energy_eV: (E,) channel energies (spectra); mrad_per_px: detector calibration or None.
+    """
+
+    kind: str
+    shape: tuple[int, ...]
+    energy_eV: typing.Optional[np.ndarray] = None
+    mrad_per_px: typing.Optional[float] = None
+
+    @classmethod
+    def of(cls, frames: Frames) -> "Signal":
+        return cls(frames.kind, tuple(frames.data.shape[1:]), frames.energy_eV, frames.mrad_per_px)
+
+    @property
+    def pixels(self) -> int:
+        return int(np.prod(self.shape))
+
+
 class Scalarizer(abc.ABC):
     """Base class. Subclasses set the class attributes and implement ``process``."""
 
@@ -56,16 +90,38 @@ class Scalarizer(abc.ABC):
     components: typing.ClassVar[tuple[str, ...]] = ("value",)
     #: unit of the result, for plots and files
     unit: typing.ClassVar[str] = ""
+    #: names of what :meth:`process` gives per frame when :meth:`finalize` turns it into ``components``
+    frame_components: typing.ClassVar[typing.Optional[tuple[str, ...]]] = None
+    #: True when a value needs the whole map (:meth:`finalize`), so frames alone cannot give it
+    map_level: typing.ClassVar[bool] = False
 
     def __init__(self, saturation: typing.Optional[float] = None) -> None:
-        """saturation: detector counts at which a pixel counts as saturated (None = integer dtype max)."""
+        """saturation: counts at which a pixel counts as saturated (None = integer dtype max, floats unchecked)."""
         self.saturation = saturation
+        self._backend = "auto"
 
     # -- declared by subclasses ------------------------------------------------
-    @abc.abstractmethod
-    def process(self, data: typing.Any, frames: Frames, xp: typing.Any) -> typing.Any:
-        """Reduce ``data`` (n, *sig) float32 on module ``xp`` to (n,) or (n, k) values."""
+    def prepare(self, signal: Signal, sample: np.ndarray) -> typing.Optional[np.ndarray]:
+        """Check ``signal`` and resolve data-dependent parameters from ``sample`` (m, *sig) float64
+        good frames of the first chunk; return (k, P) weight rows to project every frame on, or None."""
+        if signal.kind != self.signal_kind:
+            raise EmedgeError(f"scalarizer {self.name!r} needs {self.signal_kind} frames, got {signal.kind}")
+        return None
 
+    @abc.abstractmethod
+    def process(self, chunk: "Chunk", signal: Signal, be: "Backend") -> typing.Any:
+        """Reduce a chunk (n frames) to (n,) or (n, k) values on the chunk's device
+        (k = len(frame_components or components))."""
+
+    def finalize(self, values: np.ndarray, reason: np.ndarray) -> np.ndarray:
+        """Map-level step on (H, W[, k]) float64 values (NaN where ``reason`` (H, W) != OK)."""
+        return values
+
+    def resolved(self) -> dict[str, typing.Any]:
+        """Parameters found from the data by :meth:`prepare` or :meth:`finalize` (e.g. an automatic centre)."""
+        return {}
+
+    # -- shared ----------------------------------------------------------------
     def params(self) -> dict[str, typing.Any]:
         """The parameters that define this reduction (JSON-able), name included."""
         out: dict[str, typing.Any] = {"name": self.name}
@@ -74,50 +130,46 @@ class Scalarizer(abc.ABC):
                 out[key] = value.tolist() if isinstance(value, np.ndarray) else value
         return out
 
-    def validate(self, frames: Frames) -> None:
-        """Raise EmedgeError when these frames cannot be reduced at all (kind, calibration)."""
-        if frames.kind != self.signal_kind:
-            raise EmedgeError(f"scalarizer {self.name!r} needs {self.signal_kind} frames, got {frames.kind}")
+    def use(self, backend: str) -> "Scalarizer":
+        """Run :meth:`__call__` on ``backend`` ("auto", "numpy", "torch", "cupy", ...); returns self."""
+        self._backend = backend
+        return self
 
-    # -- the one public entry --------------------------------------------------
     def __call__(self, frames: Frames) -> ScalarResult:
-        """Reduce frames (n, *sig) to a :class:`ScalarResult` on the CPU with NumPy."""
-        self.validate(frames)
-        reason = screen(frames.data, self.saturation)
-        n = len(frames)
-        shape = (n,) if len(self.components) == 1 else (n, len(self.components))
-        values = np.full(shape, np.nan)
-        good = reason == Reason.OK
-        if good.any():
-            data = np.asarray(frames.data[good], dtype=np.float32)
-            out = np.asarray(self.process(data, frames, np), dtype=np.float64)
-            values[good] = out
-            finite = np.isfinite(out) if out.ndim == 1 else np.isfinite(out).all(axis=1)
-            idx = np.flatnonzero(good)[~finite]
-            reason[idx] = Reason.FAILED
-            values[idx] = np.nan
-        return ScalarResult(values, reason)
+        """Reduce frames (n, *sig) to a :class:`ScalarResult` (the experiment loop's entry)."""
+        from emedge_core.scalarize.stream import reduce
+
+        if self.map_level:
+            raise EmedgeError(f"scalarizer {self.name!r} needs the whole scan map; use it with "
+                              "`emedge scalarize` or emedge_core.scalarize.reduce")
+        out = reduce(self, frames, backend=self._backend)
+        return ScalarResult(out.values, out.reason)
 
 
-def screen(data: np.ndarray, saturation: typing.Optional[float] = None) -> np.ndarray:
-    """Reason code (n,) uint8 for each frame of ``data`` (n, *sig)."""
-    n = data.shape[0]
-    flat = data.reshape(n, -1)
+def screen(chunk: "Chunk", be: "Backend", level: typing.Optional[float]) -> np.ndarray:
+    """Reason code (n,) uint8 for the frames of ``chunk``; ``level``: saturation counts or None.
+
+    Uses the frame totals (``chunk.proj[0]``) and maxima from the shared pass; only frames
+    whose total is non-finite or zero are looked at again, pixel by pixel.
+    """
+    xp = be.xp
+    total = chunk.proj[0]
+    n = int(total.shape[0])
+    flat = xp.reshape(chunk.data, (n, -1))
     reason = np.zeros(n, np.uint8)
-    if not np.issubdtype(flat.dtype, np.number) or np.issubdtype(flat.dtype, np.complexfloating):
-        reason[:] = Reason.SHAPE
-        return reason
-    if np.issubdtype(flat.dtype, np.floating):
-        reason[~np.isfinite(flat).all(axis=1)] = Reason.NONFINITE
-    empty = ~(flat != 0).any(axis=1)
-    reason[(reason == Reason.OK) & empty] = Reason.EMPTY
-    level = saturation
-    if level is None and np.issubdtype(flat.dtype, np.integer):
-        level = np.iinfo(flat.dtype).max
-    if level is not None:
-        with np.errstate(invalid="ignore"):
-            sat = (flat >= level).any(axis=1)
-        reason[(reason == Reason.OK) & sat] = Reason.SATURATED
+    suspect = np.flatnonzero(~be.to_numpy(xp.isfinite(total)))
+    if suspect.size:
+        rows = xp.take(flat, be.asarray(suspect), axis=0)
+        bad = ~be.to_numpy(xp.all(xp.isfinite(rows), axis=1))
+        reason[suspect[bad]] = Reason.NONFINITE
+    zero = np.flatnonzero(be.to_numpy(total == 0))
+    if zero.size:
+        rows = xp.take(flat, be.asarray(zero), axis=0)
+        empty = ~be.to_numpy(xp.any(rows != 0, axis=1))
+        reason[zero[empty]] = Reason.EMPTY
+    if level is not None and chunk.maxv is not None:
+        sat = be.to_numpy(chunk.maxv >= level) & (reason == Reason.OK)
+        reason[sat] = Reason.SATURATED
     return reason
 
 

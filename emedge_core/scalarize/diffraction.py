@@ -1,46 +1,172 @@
-"""4D-STEM reductions: one number (or vector) per diffraction pattern, in detector pixels."""
+"""4D-STEM centre-of-mass reductions and the detector geometry they share.
+
+Every reduction here is a projection: the shared pass multiplies each pattern
+(ky, kx) by a few weight rows (the masked row and column coordinates and the mask),
+so the CoM costs one read of the data. Coordinates are detector pixels (row, col)
+relative to ``center``: None = the geometric centre ((ky-1)/2, (kx-1)/2), "auto" =
+the bright-field disk found in the first chunk (:func:`bf_disk`), or (row, col).
+"""
 from __future__ import annotations
 
 import typing
 
+import numpy as np
 
-from emedge_core.instrument import Frames
-from emedge_core.scalarize.base import Scalarizer, register
+from emedge_core import EmedgeError
+from emedge_core.scalarize.base import Scalarizer, Signal, register
+
+if typing.TYPE_CHECKING:
+    from emedge_core.scalarize.backends import Backend, Chunk
+
+Center = typing.Union[None, str, typing.Sequence[float]]
 
 
-def centre_of_mass(data: typing.Any, xp: typing.Any,
-                   center: typing.Optional[typing.Sequence[float]] = None) -> typing.Any:
-    """(n, 2) centre of mass (row, col) of patterns ``data`` (n, ky, kx) relative to ``center``.
+def bf_disk(pattern: np.ndarray, threshold: float = 0.5) -> tuple[float, float, float]:
+    """Bright-field disk of a mean pattern (ky, kx): (row, col) centre and radius, all in px.
 
-    ``center`` defaults to the geometric detector centre ((ky-1)/2, (kx-1)/2). One pass
-    over the data: a GEMM against the row/col/one weights.
+    Pixels above ``background + threshold * (max - background)`` (background = the median)
+    form the disk; the centre is their intensity-weighted mean, the radius sqrt(area / pi).
     """
-    n, ky, kx = data.shape
-    cy, cx = ((ky - 1) / 2, (kx - 1) / 2) if center is None else center
-    rr = xp.arange(ky, dtype=xp.float32) - cy
-    cc = xp.arange(kx, dtype=xp.float32) - cx
-    w = xp.stack([xp.repeat(rr, kx), xp.tile(cc, ky), xp.ones(ky * kx, dtype=xp.float32)], axis=1)
-    m = data.reshape(n, ky * kx) @ w
-    total = m[:, 2]
-    return m[:, :2] / total[:, None]
+    p = np.asarray(pattern, np.float64)
+    if p.ndim != 2 or not np.isfinite(p).all():
+        raise EmedgeError("the bright-field disk needs a finite (ky, kx) mean pattern")
+    bg = float(np.median(p))
+    top = float(p.max())
+    if not top > bg:
+        raise EmedgeError("no bright-field disk: the mean pattern is flat")
+    disk = p > bg + threshold * (top - bg)
+    w = np.where(disk, p - bg, 0.0)
+    rows, cols = np.indices(p.shape)
+    cy, cx = float((w * rows).sum() / w.sum()), float((w * cols).sum() / w.sum())
+    return cy, cx, float(np.sqrt(disk.sum() / np.pi))
 
 
-@register
-class CoMMagnitude(Scalarizer):
-    """Length (px) of the centre-of-mass shift of each pattern from ``center``."""
+def _as_center(center: Center) -> typing.Union[None, str, tuple[float, float]]:
+    if center is None or center == "auto":
+        return center
+    if isinstance(center, str):
+        raise ValueError('center must be null, "auto" or [row, col] px')
+    c = tuple(float(v) for v in center)
+    if len(c) != 2:
+        raise ValueError("center must be [row, col] px")
+    return typing.cast(tuple[float, float], c)
 
-    name = "com_magnitude"
+
+class Geometry:
+    """Centre and radii on the detector, given in px or mrad, resolved per data set.
+
+    Mixed into the diffraction scalarizers: ``self.center``, ``self.units`` ("px" or "mrad")
+    are set by the subclass; :meth:`_geometry` turns them into px for a :class:`Signal`.
+    """
+
+    center: typing.Union[None, str, tuple[float, float]]
+    units: str
+    _found: dict[str, float]
+
+    def _px(self, value: typing.Optional[float], signal: Signal) -> typing.Optional[float]:
+        """A radius in the scalarizer's units -> px."""
+        if value is None or self.units == "px":
+            return value
+        if not signal.mrad_per_px:
+            raise EmedgeError("radii in mrad need the detector calibration (mrad_per_px)")
+        return float(value) / float(signal.mrad_per_px)
+
+    def _geometry(self, signal: Signal, sample: np.ndarray,
+                  need_disk: bool = False) -> tuple[float, float, float]:
+        """(row, col) centre and bright-field radius (px; NaN unless ``need_disk`` or an "auto" centre)."""
+        ky, kx = signal.shape
+        self._found = {}
+        if self.center == "auto" or need_disk:
+            if len(sample) == 0:
+                raise EmedgeError("cannot find the bright-field disk: the first chunk has no good frame")
+            cy, cx, r = bf_disk(sample.mean(axis=0))
+            self._found = {"bf_center_px": [cy, cx], "bf_radius_px": r}
+            if self.center != "auto":
+                cy, cx = ((ky - 1) / 2, (kx - 1) / 2) if self.center is None else self.center
+            return cy, cx, r
+        cy, cx = ((ky - 1) / 2, (kx - 1) / 2) if self.center is None else typing.cast(tuple[float, float], self.center)
+        return cy, cx, float("nan")
+
+    def resolved(self) -> dict[str, typing.Any]:
+        return dict(getattr(self, "_found", {}))
+
+
+def annulus(shape: tuple[int, int], cy: float, cx: float, inner: float, outer: float) -> np.ndarray:
+    """(ky, kx) float32 mask: 1 where inner <= distance from (cy, cx) < outer (px)."""
+    rows, cols = np.indices(shape, dtype=np.float64)
+    d = np.hypot(rows - cy, cols - cx)
+    return ((d >= inner) & (d < outer)).astype(np.float32)
+
+
+class _CoMBase(Geometry, Scalarizer):
+    """Centre of mass inside an optional disk of ``radius`` around ``center``."""
+
     signal_kind = "diffraction"
     unit = "px"
 
-    def __init__(self, center: typing.Optional[typing.Sequence[float]] = None,
+    def __init__(self, center: Center = None, radius: typing.Optional[float] = None, units: str = "px",
                  saturation: typing.Optional[float] = None) -> None:
         super().__init__(saturation)
-        self.center = None if center is None else tuple(float(c) for c in center)
+        if units not in ("px", "mrad"):
+            raise ValueError('units must be "px" or "mrad"')
+        if radius is not None and not float(radius) > 0:
+            raise ValueError("radius must be > 0")
+        self.center = _as_center(center)
+        self.radius = None if radius is None else float(radius)
+        self.units = units
 
-    def process(self, data: typing.Any, frames: Frames, xp: typing.Any) -> typing.Any:
-        com = centre_of_mass(data, xp, self.center)
-        return xp.sqrt((com ** 2).sum(axis=1))
+    def prepare(self, signal: Signal, sample: np.ndarray) -> np.ndarray:
+        """Rows: mask * (row - cy), mask * (col - cx), mask; (3, ky*kx)."""
+        super().prepare(signal, sample)
+        cy, cx, _ = self._geometry(signal, sample)
+        self._found["center_px"] = [cy, cx]
+        radius = self._px(self.radius, signal)
+        mask = np.ones(signal.shape, np.float32) if radius is None else annulus(signal.shape, cy, cx, 0.0, radius)
+        rows, cols = np.indices(signal.shape, dtype=np.float64)
+        return np.stack([(mask * (rows - cy)).ravel(), (mask * (cols - cx)).ravel(), mask.ravel()])
+
+    def _com(self, chunk: "Chunk", be: "Backend") -> typing.Any:
+        """(n, 2) float64 CoM (row, col) in px from the projections."""
+        xp = be.xp
+        p = xp.astype(chunk.proj[1:4], xp.float64)
+        return xp.stack([p[0] / p[2], p[1] / p[2]], axis=1)
 
 
+@register
+class CoM(_CoMBase):
+    """Centre of mass (row, col) of each pattern in detector px, relative to ``center``.
 
+    >>> import numpy as np; from emedge_core.instrument import Frames
+    >>> p = np.zeros((1, 5, 5), np.float32); p[0, 3, 1] = 1
+    >>> CoM()(Frames(p, "diffraction")).values.tolist()
+    [[1.0, -1.0]]
+    """
+
+    name = "com"
+    components = ("row", "col")
+
+    def process(self, chunk: "Chunk", signal: Signal, be: "Backend") -> typing.Any:
+        return self._com(chunk, be)
+
+
+@register
+class CoMMagnitude(_CoMBase):
+    """Length (px) of the centre-of-mass shift of each pattern from ``center``."""
+
+    name = "com_magnitude"
+
+    def process(self, chunk: "Chunk", signal: Signal, be: "Backend") -> typing.Any:
+        com = self._com(chunk, be)
+        return be.xp.sqrt(com[:, 0] ** 2 + com[:, 1] ** 2)
+
+
+@register
+class CoMAngle(_CoMBase):
+    """Direction (rad, in (-pi, pi]) of the centre-of-mass shift: atan2(row, col) on the detector."""
+
+    name = "com_angle"
+    unit = "rad"
+
+    def process(self, chunk: "Chunk", signal: Signal, be: "Backend") -> typing.Any:
+        com = self._com(chunk, be)
+        return be.xp.atan2(com[:, 0], com[:, 1])

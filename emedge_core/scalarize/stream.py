@@ -1,0 +1,206 @@
+"""The executor: run a scalarizer over frames, a whole data set or a live stream, in bounded memory.
+
+:func:`reduce` accepts
+
+- :class:`~emedge_core.instrument.Frames` (the experiment loop's batches);
+- an array or an HDF5/EMD dataset (``h5py.Dataset``) shaped (H, W, *sig) or (n, *sig),
+  read chunk by chunk (whole scan rows at a time for (H, W, ...));
+- an iterator of chunks (n_i, *sig) - arrays or Frames - as from a live acquisition.
+
+Each chunk goes through the backend's shared pass (cast, frame totals, maxima and the
+reduction's projections), is screened for bad frames and reduced on the device; the
+values are merged into the map on the host. A device error (out of memory, driver)
+moves the rest of the stream to NumPy with one warning, the failed chunk included.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import itertools
+import time
+import typing
+
+import numpy as np
+
+from emedge_core import EmedgeError
+from emedge_core.instrument import Frames
+from emedge_core.scalarize.backends import Backend, get_backend, warn_once
+from emedge_core.scalarize.base import Reason, Scalarizer, Signal, from_spec, screen
+
+#: default bytes (as float32) per chunk: fits the CPU's cache / a GPU's copy pipeline
+CHUNK_BYTES = {"numpy": 8 << 20, "gpu": 256 << 20}
+
+
+@dataclasses.dataclass(frozen=True)
+class MapResult:
+    """values: scan_shape or scan_shape + (k,) float64 (NaN where ``reason != OK``);
+    reason: scan_shape uint8 (:class:`~emedge_core.scalarize.Reason`); seconds: wall time;
+    nbytes: raw bytes read; backend: where it ran; resolved: parameters found from the data."""
+
+    values: np.ndarray
+    reason: np.ndarray
+    seconds: float
+    nbytes: int
+    backend: str
+    resolved: dict[str, typing.Any]
+
+    @property
+    def gbps(self) -> float:
+        """Throughput in GB/s (1e9 raw bytes per second)."""
+        return self.nbytes / max(self.seconds, 1e-12) / 1e9
+
+
+@dataclasses.dataclass
+class _Source:
+    signal: Signal
+    scan_shape: typing.Optional[tuple[int, ...]]
+    chunks: typing.Iterator[np.ndarray]
+
+
+def _sig_ndim(kind: str) -> int:
+    return 1 if kind == "spectrum" else 2
+
+
+def _open(source: typing.Any, kind: str, scan_shape: typing.Optional[tuple[int, ...]],
+          energy_eV: typing.Optional[np.ndarray], mrad_per_px: typing.Optional[float],
+          chunk_bytes: int) -> _Source:
+    """Normalise a source into a signal, a scan shape and an iterator of (m, *sig) host chunks."""
+    if isinstance(source, Frames):
+        if source.kind != kind:
+            raise EmedgeError(f"these are {source.kind} frames; the scalarizer reduces {kind} frames")
+        source = source.data
+    if hasattr(source, "shape") and hasattr(source, "dtype") and hasattr(source, "__getitem__"):
+        shape = tuple(int(s) for s in source.shape)
+        nav = len(shape) - _sig_ndim(kind)
+        if nav not in (1, 2):
+            raise EmedgeError(f"{kind} data must be (n, *sig) or (H, W, *sig); got shape {shape}")
+        sig = shape[nav:]
+        frame_bytes = 4 * int(np.prod(sig))
+        if nav == 2:
+            rows = max(1, chunk_bytes // max(1, frame_bytes * shape[1]))
+            chunks = (np.asarray(source[r:r + rows]).reshape((-1,) + sig) for r in range(0, shape[0], rows))
+        else:
+            step = max(1, chunk_bytes // frame_bytes)
+            chunks = (np.asarray(source[i:i + step]) for i in range(0, shape[0], step))
+        return _Source(Signal(kind, sig, _energy(energy_eV, sig, kind), mrad_per_px),
+                       scan_shape or shape[:nav], chunks)
+    it = iter(source)
+    try:
+        first = next(it)
+    except StopIteration:
+        raise EmedgeError("the stream holds no chunk") from None
+    if isinstance(first, Frames):
+        energy_eV = first.energy_eV if energy_eV is None else energy_eV
+        mrad_per_px = first.mrad_per_px if mrad_per_px is None else mrad_per_px
+    arrays = (c.data if isinstance(c, Frames) else np.asarray(c) for c in itertools.chain([first], it))
+    sig = tuple(np.shape(first.data if isinstance(first, Frames) else first)[1:])
+    if len(sig) != _sig_ndim(kind):
+        raise EmedgeError(f"stream chunks must be (n, *sig) {kind} frames; the first has shape "
+                          f"{np.shape(first.data if isinstance(first, Frames) else first)}")
+    return _Source(Signal(kind, sig, _energy(energy_eV, sig, kind), mrad_per_px), scan_shape, arrays)
+
+
+def _energy(energy_eV: typing.Optional[np.ndarray], sig: tuple[int, ...], kind: str) -> typing.Optional[np.ndarray]:
+    if kind != "spectrum":
+        return None
+    if energy_eV is None:
+        raise EmedgeError(f"spectra need an energy axis (energy_eV, {sig[0]} values)")
+    e = np.asarray(energy_eV, np.float64)
+    if e.shape != sig:
+        raise EmedgeError(f"energy axis has {e.size} values; the spectra have {sig[0]} channels")
+    return e
+
+
+def _weights(scalarizer: Scalarizer, signal: Signal, first: np.ndarray) -> np.ndarray:
+    """(1 + k, P) float32 host rows: ones (totals), then the scalarizer's own rows."""
+    flat = np.asarray(first, np.float64).reshape(len(first), -1)
+    good = flat[np.isfinite(flat).all(axis=1) & (flat != 0).any(axis=1)]
+    rows = scalarizer.prepare(signal, good.reshape((-1,) + signal.shape))
+    ones = np.ones((1, signal.pixels), np.float32)
+    return ones if rows is None else np.concatenate([ones, np.asarray(rows, np.float32)], axis=0)
+
+
+def _saturation(scalarizer: Scalarizer, dtype: np.dtype) -> typing.Optional[float]:
+    if scalarizer.saturation is not None:
+        return float(scalarizer.saturation)
+    return float(np.iinfo(dtype).max) if np.issubdtype(dtype, np.integer) else None
+
+
+def reduce(scalarizer: typing.Union[str, dict[str, typing.Any], Scalarizer], source: typing.Any, *,
+           backend: typing.Union[str, Backend] = "auto", scan_shape: typing.Optional[tuple[int, ...]] = None,
+           energy_eV: typing.Optional[np.ndarray] = None, mrad_per_px: typing.Optional[float] = None,
+           chunk_bytes: typing.Optional[int] = None) -> MapResult:
+    """Run ``scalarizer`` over ``source`` and return the map with its reason codes.
+
+    scan_shape: (H, W) for a stream or an (n, *sig) array (n = H*W); default: the source's
+    own navigation shape, or (n,) for a stream. energy_eV / mrad_per_px: calibration when the
+    source carries none. chunk_bytes: float32 bytes per chunk (default 8 MiB CPU, 256 MiB GPU).
+    """
+    s = from_spec(scalarizer)
+    be = backend if isinstance(backend, Backend) else get_backend(backend)
+    nbytes = CHUNK_BYTES["numpy" if be.name == "numpy" else "gpu"] if chunk_bytes is None else int(chunk_bytes)
+    if isinstance(source, Frames):
+        energy_eV = source.energy_eV if energy_eV is None else energy_eV
+        mrad_per_px = source.mrad_per_px if mrad_per_px is None else mrad_per_px
+    src = _open(source, s.signal_kind, tuple(scan_shape) if scan_shape else None, energy_eV, mrad_per_px, nbytes)
+    t0 = time.perf_counter()
+    values: list[np.ndarray] = []
+    reasons: list[np.ndarray] = []
+    raw_bytes = 0
+    weights_host: typing.Optional[np.ndarray] = None
+    weights = None
+    pulled: collections.deque[np.ndarray] = collections.deque()
+    chunks: typing.Iterator[np.ndarray] = src.chunks
+
+    def feed() -> typing.Iterator[np.ndarray]:
+        for c in chunks:
+            pulled.append(c)
+            yield c
+
+    k = len(s.frame_components or s.components)
+    while True:
+        try:
+            for host, dev in be.uploads(feed()):
+                n = host.shape[0]
+                raw_bytes += host.nbytes
+                if tuple(host.shape[1:]) != src.signal.shape or host.dtype.kind not in "uif":
+                    values.append(np.full((n, k), np.nan))
+                    reasons.append(np.full(n, Reason.SHAPE, np.uint8))
+                    pulled.popleft()
+                    continue
+                if weights_host is None:
+                    weights_host = _weights(s, src.signal, host)
+                if weights is None:
+                    weights = be.asarray(weights_host)
+                level = _saturation(s, host.dtype)
+                chunk = be.load(dev, weights, level is not None)
+                with np.errstate(divide="ignore", invalid="ignore"):   # bad frames: NaN, flagged below
+                    out = be.to_numpy(s.process(chunk, src.signal, be)).astype(np.float64).reshape(n, k)
+                reason = screen(chunk, be, level)
+                failed = (reason == Reason.OK) & ~np.isfinite(out).all(axis=1)
+                reason[failed] = Reason.FAILED
+                out[reason != Reason.OK] = np.nan
+                values.append(out)
+                reasons.append(reason)
+                pulled.popleft()
+            break
+        except Exception as e:
+            if not be.is_device_error(e):
+                raise
+            warn_once(f"{be!r} failed ({type(e).__name__}: {e}); going on with numpy on the CPU")
+            be, weights = Backend(), None
+            chunks = itertools.chain(list(pulled), chunks)
+            pulled.clear()
+    seconds = time.perf_counter() - t0
+    flat_values = np.concatenate(values) if values else np.zeros((0, k))
+    flat_reason = np.concatenate(reasons) if reasons else np.zeros(0, np.uint8)
+    shape = src.scan_shape or (len(flat_reason),)
+    if int(np.prod(shape)) != len(flat_reason):
+        raise EmedgeError(f"scan shape {shape} does not hold the {len(flat_reason)} frames read")
+    reason_map = flat_reason.reshape(shape)
+    value_map = flat_values.reshape(shape + ((k,) if k > 1 else ()))
+    if s.map_level and len(shape) != 2:
+        raise EmedgeError(f"scalarizer {s.name!r} needs an (H, W) scan shape")
+    value_map = s.finalize(value_map, reason_map)
+    seconds = time.perf_counter() - t0
+    return MapResult(value_map, reason_map, seconds, raw_bytes, repr(be), s.resolved())

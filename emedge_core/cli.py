@@ -16,6 +16,7 @@ from emedge_core import EmedgeError, __version__
 
 COMMAND_MODULES = (
     "emedge_core.commands.run",
+    "emedge_core.commands.scalarize",
     "emedge_core.commands.compress",
     "hpc_client.cli",
 )

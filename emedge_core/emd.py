@@ -285,6 +285,9 @@ class StreamWriter:
                  chunk_frames: typing.Optional[int] = None, provenance: typing.Optional[dict[str, typing.Any]] = None,
                  root: str = "data", dims: typing.Optional[typing.Sequence[Dim]] = None, units: str = "") -> None:
         self.path = path
+        if codec != "auto":          # a codec that cannot store dtype fails before any file is touched
+            codec = compress.get(codec) if isinstance(codec, str) else codec
+            codec.check(np.dtype(dtype))
         self.file, self.root = _create_file(path, root, provenance)
         self._stats: dict[str, dict[str, typing.Any]] = {}
         self._failed = self._closed = False

@@ -5,7 +5,7 @@
 
 IN is a replay ``.npz``/HDF5 with ``data`` (plus ``survey``/``energy_eV``, copied along), or an
 EMD/HDF5 file (its ``data`` array, else the largest). OUT is an EMD 1.0 file written by the
-streaming writer, then read back: lossless codecs are checked bit for bit (and per-chunk CRC-32),
+streaming writer to ``OUT.partial`` (renamed to OUT once complete), then read back: lossless codecs are checked bit for bit (and per-chunk CRC-32),
 lossy ones report their largest absolute error. ``--json`` prints, last, one line
 ``{"ratio", "compress_MBps", "dataset", "lossless", "max_abs_error"}``.
 """
@@ -121,11 +121,11 @@ def compress_file(src_path: str, out_path: str, codec: str = "auto",
                   "dtype": dtype.name, "command": "emedge compress"}
         frame_bytes = max(1, int(np.prod(frame, dtype=np.int64)) * dtype.itemsize)
         step = max(1, READ_BLOCK_BYTES // frame_bytes)
-        seconds = 0.0
+        prov = provenance.collect(params, src.instrument_state)
+        partial = out_path + ".partial"       # OUT appears only when complete; an old OUT survives a failure
         t0 = time.perf_counter()
-        writer = emd.StreamWriter(out_path, "data", frame, dtype, nav, codec,
-                                  provenance=provenance.collect(params, src.instrument_state))
-        seconds += time.perf_counter() - t0
+        writer = emd.StreamWriter(partial, "data", frame, dtype, nav, codec, provenance=prov)
+        seconds = time.perf_counter() - t0
         with writer:
             flat_n = int(np.prod(nav, dtype=np.int64))
             for i in range(0, flat_n, step):
@@ -138,13 +138,14 @@ def compress_file(src_path: str, out_path: str, codec: str = "auto",
             t0 = time.perf_counter()
             stats = writer.close()["data"]
             seconds += time.perf_counter() - t0
-        back = emd.read(out_path, "data")
+        back = emd.read(partial, "data")
         original = np.asarray(src.data[()])
     if back.shape != original.shape:
         raise EmedgeError(f"read-back shape {back.shape} differs from the input {original.shape}")
     err = float(np.max(np.abs(back.astype(np.float64) - original.astype(np.float64)))) if original.size else 0.0
     if stats["lossless"] and (err != 0.0 or back.dtype != original.dtype):
-        raise EmedgeError(f"lossless round trip of {src.name!r} is not exact (max error {err})")
+        raise EmedgeError(f"lossless round trip of {src.name!r} is not exact (max error {err}); kept {partial}")
+    os.replace(partial, out_path)
     return {"ratio": stats["ratio"], "compress_MBps": stats["raw_bytes"] / 1e6 / max(seconds, 1e-9),
             "dataset": src.name, "lossless": stats["lossless"], "max_abs_error": err,
             "_codec": stats["codec"], "_stored_bytes": stats["stored_bytes"], "_raw_bytes": stats["raw_bytes"]}

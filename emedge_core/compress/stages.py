@@ -11,9 +11,11 @@ from __future__ import annotations
 import dataclasses
 import typing
 
+import blosc2
 import h5py
 import hdf5plugin
 import numpy as np
+import zstandard
 
 from emedge_core import EmedgeError
 
@@ -96,14 +98,10 @@ class Zstd(Stage):
         return dict(hdf5plugin.Zstd(clevel=int(self.params.get("level", 3))))
 
     def encode_chunk(self, chunk: np.ndarray) -> bytes:
-        import zstandard
-
         return zstandard.ZstdCompressor(level=int(self.params.get("level", 3)),
                                         threads=_threads(self.params)).compress(np.ascontiguousarray(chunk).data)
 
     def decode_chunk(self, payload: bytes, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        import zstandard
-
         return np.frombuffer(zstandard.ZstdDecompressor().decompress(payload), dtype).reshape(shape).copy()
 
 
@@ -134,8 +132,6 @@ class Blosc2(Stage):
         return dict(hdf5plugin.Blosc2(cname=cname, clevel=clevel, filters=_BLOSC2_SHUFFLE[shuffle]))
 
     def encode_chunk(self, chunk: np.ndarray) -> bytes:
-        import blosc2
-
         cname, clevel, shuffle = self._settings()
         chunk = np.ascontiguousarray(chunk)
         filt = {"none": blosc2.Filter.NOFILTER, "byte": blosc2.Filter.SHUFFLE, "bit": blosc2.Filter.BITSHUFFLE}[shuffle]
@@ -145,8 +141,6 @@ class Blosc2(Stage):
         return bytes(arr.to_cframe())
 
     def decode_chunk(self, payload: bytes, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        import blosc2
-
         return np.asarray(blosc2.ndarray_from_cframe(payload)[()]).reshape(shape).astype(dtype, copy=False)
 
 

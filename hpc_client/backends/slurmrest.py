@@ -170,14 +170,14 @@ class SlurmRestBackend:
         except ValueError:
             body = {}
         errors = [e for e in body.get("errors") or [] if isinstance(e, dict)]
-        if r.status_code < 400 and not errors:
-            return body
+        if r.status_code < 400 and (not errors or body.get("job_id")):
+            return body             # a submit can carry notes in errors[], e.g. "Job is in held state"
         numbers = {e.get("error_number") for e in errors}
         text = self.session.scrub("; ".join(str(e.get("description") or e.get("error")) for e in errors)
                                   or r.text[:300] or r.reason)
         if JOB_NOT_FOUND in numbers:
             raise JobNotFound(f"slurmrestd does not know that job ({text})")
-        if numbers & {-1} or any(h in text for h in AUTH_HINTS):
+        if r.status_code >= 500 and (numbers & {-1} or any(h in text for h in AUTH_HINTS)):
             raise AuthError(self._auth_message(f"HTTP {r.status_code}: {text}"))
         raise HPCError(f"slurmrestd {method} {path.split('?')[0]}: HTTP {r.status_code}: {text}")
 

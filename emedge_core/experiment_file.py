@@ -1,10 +1,12 @@
 """Write an experiment's results: ``experiment.h5``, ``summary.json`` and ``maps.png``.
 
-``experiment.h5`` keeps everything under the group ``/experiment``: survey (H, W), positions
-(n, 2) int, values (n,), reasons (n,) uint8, frames (n, *sig), energy_eV (E,) for spectra,
-prediction and uncertainty (H, W), step_seconds and max_std per step; attributes hold the
-configuration, scalarizer, instrument state (JSON), package version and the rule that stopped it.
-:class:`emedge_core.replay.Replay` reads it back.
+``experiment.h5`` is an EMD 1.0 file written by :func:`emedge_core.emd.write` (root group
+``/experiment``, every array compressed losslessly with the codec ``auto`` picks, provenance and
+per-chunk CRC-32): survey (H, W), positions (n, 2) int, values (n,), reasons (n,) uint8, frames
+(n, *sig), energy_eV (E,) for spectra, prediction and uncertainty (H, W), step_seconds and max_std
+per step; each is the EMD array group ``/experiment/<name>`` with its values in ``data``. Root
+attributes hold the configuration, scalarizer, instrument state (JSON), package version and the
+rule that stopped it. :class:`emedge_core.replay.Replay` and :func:`emedge_core.emd.read` read it.
 """
 from __future__ import annotations
 
@@ -13,9 +15,9 @@ import json
 import os
 import typing
 
-import h5py
 import numpy as np
 
+from emedge_core import emd, provenance
 from emedge_core.experiment import ExperimentResult
 
 
@@ -24,35 +26,44 @@ def write_experiment(result: ExperimentResult, out_dir: str) -> dict[str, str]:
     os.makedirs(out_dir, exist_ok=True)
     paths = {"h5": os.path.join(out_dir, "experiment.h5"), "summary": os.path.join(out_dir, "summary.json"),
              "maps": os.path.join(out_dir, "maps.png")}
-    with h5py.File(paths["h5"], "w") as f:
-        g = f.create_group("experiment")
-        g.create_dataset("survey", data=result.survey.image)
-        g.create_dataset("positions", data=result.positions.astype(np.int64))
-        g.create_dataset("values", data=result.values)
-        g.create_dataset("reasons", data=result.reasons.astype(np.uint8))
-        g.create_dataset("frames", data=result.frames, chunks=True if result.frames.size else None,
-                         compression="gzip" if result.frames.size else None)
-        g.create_dataset("prediction", data=result.prediction)
-        g.create_dataset("uncertainty", data=result.uncertainty)
-        g.create_dataset("step_seconds", data=np.asarray(result.step_seconds, np.float64))
-        g.create_dataset("max_std", data=np.asarray(result.max_std, np.float64))
-        if "energy_eV" in result.frame_axis:
-            g.create_dataset("energy_eV", data=np.asarray(result.frame_axis["energy_eV"]))
-        elif result.frame_axis.get("mrad_per_px") is not None:
-            g.attrs["mrad_per_px"] = float(result.frame_axis["mrad_per_px"])
-        g.attrs["signal_kind"] = result.signal_kind
-        g.attrs["stopped_by"] = result.stopped_by
-        g.attrs["version"] = result.version
-        g.attrs["survey_pixel_size_nm"] = result.survey.pixel_size_nm
-        g.attrs["config"] = json.dumps(dataclasses.asdict(result.config))
-        g.attrs["scalarizer"] = json.dumps(result.scalarizer)
-        g.attrs["instrument_state"] = json.dumps(result.instrument_state, default=_jsonable)
+    arrays, sig, dims = _arrays(result)
+    attrs: dict[str, typing.Any] = {
+        "signal_kind": result.signal_kind, "stopped_by": result.stopped_by, "version": result.version,
+        "survey_pixel_size_nm": result.survey.pixel_size_nm, "config": json.dumps(dataclasses.asdict(result.config)),
+        "scalarizer": json.dumps(result.scalarizer),
+        "instrument_state": json.dumps(result.instrument_state, default=_jsonable)}
+    if "energy_eV" not in result.frame_axis and result.frame_axis.get("mrad_per_px") is not None:
+        attrs["mrad_per_px"] = float(result.frame_axis["mrad_per_px"])
+    prov = provenance.collect({"config": dataclasses.asdict(result.config), "scalarizer": result.scalarizer,
+                               "command": "emedge run"}, result.instrument_state)
+    emd.write(paths["h5"], arrays, codec="auto", provenance=prov, root="experiment", sig_ndim=sig, dims=dims,
+              attrs=attrs)
     with open(paths["summary"], "w") as fp:
         json.dump(result.summary(), fp, indent=1)
     from emedge_core.report import plot_maps
 
     plot_maps(result, paths["maps"])
     return paths
+
+
+def _arrays(result: ExperimentResult) -> tuple[dict[str, np.ndarray], dict[str, int], dict[str, list[emd.Dim]]]:
+    """The arrays of ``experiment.h5`` with their frame dimensions and axes."""
+    px = float(result.survey.pixel_size_nm)
+    arrays = {"survey": result.survey.image, "positions": result.positions.astype(np.int64), "values": result.values,
+              "reasons": result.reasons.astype(np.uint8), "frames": result.frames,
+              "prediction": result.prediction, "uncertainty": result.uncertainty,
+              "step_seconds": np.asarray(result.step_seconds, np.float64),
+              "max_std": np.asarray(result.max_std, np.float64)}
+    sig = {"survey": 1, "prediction": 1, "uncertainty": 1, "positions": 1, "frames": result.frames.ndim - 1}
+    scan = [("y", "nm", 0.0, px), ("x", "nm", 0.0, px)]
+    dims: dict[str, list[emd.Dim]] = {"survey": scan, "prediction": scan, "uncertainty": scan}
+    if "energy_eV" in result.frame_axis:
+        energy = np.asarray(result.frame_axis["energy_eV"])
+        arrays["energy_eV"] = energy
+        if len(energy) > 1:
+            dims["frames"] = [("measurement", "", 0.0, 1.0), ("energy", "eV", float(energy[0]),
+                                                                float(energy[1] - energy[0]))]
+    return arrays, sig, dims
 
 
 def _jsonable(x: typing.Any) -> typing.Any:

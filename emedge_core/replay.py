@@ -38,14 +38,23 @@ def _load(path: str) -> dict[str, typing.Any]:
     if "experiment" in f:
         with f:
             g = f["experiment"]
-            out = {"survey": g["survey"][()], "frames": g["frames"][()], "positions": g["positions"][()]}
-            if "energy_eV" in g:
-                out["energy_eV"] = g["energy_eV"][()]
+            missing = [k for k in ("survey", "frames", "positions") if k not in g]
+            if missing:
+                raise EmedgeError(f"experiment file {path} lacks {missing}")
+            out = {k: _experiment_array(g[k]) for k in ("survey", "frames", "positions", "energy_eV") if k in g}
             if "mrad_per_px" in g.attrs:
                 out["mrad_per_px"] = float(g.attrs["mrad_per_px"])
             return out
     # frames stay in the file and are read per measurement; the file closes with the Replay
     return {k: f[k] for k in ("survey", "data", "energy_eV") if k in f} | {"_h5": f}
+
+
+def _experiment_array(item: typing.Any) -> np.ndarray:
+    """An array of an experiment file: an EMD array group (decoded and checksum-verified by
+    :func:`emedge_core.emd.read_array`) or, in files from before the EMD writer, a plain data set."""
+    from emedge_core.emd import read_array
+
+    return read_array(item) if hasattr(item, "keys") else item[()]
 
 
 class Replay:

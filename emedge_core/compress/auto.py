@@ -1,7 +1,8 @@
 """``auto``: choose the codec for one data set by compressing a sample with each candidate.
 
 Candidates are lossless and fast (Blosc2 Zstd level 1 with bit or byte shuffle, the same after
-frame-delta prediction, sparse events for integer data). The winner is the best ratio on the
+frame-delta prediction, sparse events for integer detector frames of at least ``SPARSE_MIN_PIXELS``,
+and no compression at all for arrays too small to gain). The winner is the best ratio on the
 sample; ties go to the earlier candidate, so the choice is deterministic (no timing involved).
 Lossy codecs are never chosen automatically: they need a stated bound from the user.
 """
@@ -13,7 +14,8 @@ import numpy as np
 
 from emedge_core.compress.codec import parse
 
-CANDIDATES = ("blosc2", "blosc2:shuffle=byte", "delta+blosc2", "sparse")
+CANDIDATES = ("blosc2", "blosc2:shuffle=byte", "delta+blosc2", "sparse", "raw")
+SPARSE_MIN_PIXELS = 1024
 
 
 def choose(sample: typing.Sequence[np.ndarray], axis: int = 0,
@@ -27,7 +29,8 @@ def choose(sample: typing.Sequence[np.ndarray], axis: int = 0,
     best: typing.Any = None
     for spec in candidates:
         codec = parse(spec)
-        if spec == "sparse" and (sample[0].dtype.kind not in "ui" or any(c.min() < 0 for c in sample if c.size)):
+        frame_px = int(np.prod(sample[0].shape[axis + 1:], dtype=np.int64))
+        if spec == "sparse" and (sample[0].dtype.kind not in "ui" or frame_px < SPARSE_MIN_PIXELS):
             continue
         codec.check(sample[0].dtype)
         if codec.kind == "sparse":

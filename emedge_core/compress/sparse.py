@@ -3,7 +3,9 @@
 A chunk of frames ``(k, *frame)`` becomes three 1-D arrays: ``events_per_frame`` (k,) uint32,
 ``event_index`` (nnz,) uint32 - the flat pixel index inside its frame, ascending - and
 ``event_count`` (nnz,) in the data's dtype. In a file these are three data sets in the array's
-group, compressed with Zstd (HDF5 filter 32015), plus ``frame_shape`` and ``dtype`` attributes.
+group, compressed with Blosc2 Zstd + bitshuffle (HDF5 filter 32026), plus ``frame_shape`` and
+``nav_shape`` attributes. (Measured here: dense Blosc2 + bitshuffle beats this layout down to
+0.02 e/px on 128x128 frames; events pay off for sparser data or much larger frames.)
 A reader rebuilds frame ``i`` as ``f = zeros(prod(frame_shape)); s = offsets[i]; e = offsets[i+1];
 f[event_index[s:e]] = event_count[s:e]`` with ``offsets = concatenate([[0], cumsum(events_per_frame)])``.
 """
@@ -16,12 +18,12 @@ import numpy as np
 
 from emedge_core import EmedgeError
 from emedge_core.compress.codec import MAGIC, split_header
-from emedge_core.compress.stages import Zstd
+from emedge_core.compress.stages import Blosc2
 
 
 @dataclasses.dataclass(frozen=True)
 class SparseEvents:
-    """Per-frame event indices + counts, then Zstd (``level``, default 3)."""
+    """Per-frame event indices + counts, then Blosc2 Zstd + bitshuffle (``level``, default 1)."""
 
     params: dict[str, typing.Any] = dataclasses.field(default_factory=dict)
     kind: typing.ClassVar[str] = "sparse"
@@ -32,8 +34,8 @@ class SparseEvents:
         return "sparse" + (":" + ",".join(f"{k}={v}" for k, v in sorted(self.params.items())) if self.params else "")
 
     @property
-    def stage(self) -> Zstd:
-        return Zstd({"level": int(self.params.get("level", 3))})
+    def stage(self) -> Blosc2:
+        return Blosc2({"clevel": int(self.params.get("level", 1))})
 
     def check(self, dtype: np.dtype) -> None:
         if np.dtype(dtype).kind not in "ui":
@@ -72,8 +74,8 @@ class SparseEvents:
         per_frame, index, count = self.events(a.reshape((-1, *a.shape[1:])) if a.ndim else a.reshape(1, 1))
         head = json.dumps({"codec": self.spec, "dtype": a.dtype.str, "shape": list(a.shape), "axis": 0,
                            "nnz": len(index)}).encode()
-        ints = self.stage.encode_chunk(np.concatenate([per_frame, index]).view(np.uint8))
-        counts = self.stage.encode_chunk(np.ascontiguousarray(count).view(np.uint8))
+        ints = self.stage.encode_chunk(np.concatenate([per_frame, index]))
+        counts = self.stage.encode_chunk(np.ascontiguousarray(count)) if len(count) else b""
         return MAGIC + struct.pack("<I", len(head)) + head + struct.pack("<Q", len(ints)) + ints + counts
 
     def decode(self, payload: bytes) -> np.ndarray:
@@ -83,9 +85,7 @@ class SparseEvents:
         shape, dtype = tuple(head["shape"]), np.dtype(head["dtype"])
         n_frames = shape[0] if shape else 1
         n1 = struct.unpack("<Q", body[:8])[0]
-        ints = np.frombuffer(self.stage.decode_chunk(body[8:8 + n1], (4 * (n_frames + head["nnz"]),), np.dtype(np.uint8))
-                             .tobytes(), np.uint32)
-        count = np.frombuffer(self.stage.decode_chunk(body[8 + n1:], (head["nnz"] * dtype.itemsize,),
-                                                      np.dtype(np.uint8)).tobytes(), dtype)
+        ints = self.stage.decode_chunk(body[8:8 + n1], (n_frames + head["nnz"],), np.dtype(np.uint32))
+        count = self.stage.decode_chunk(body[8 + n1:], (head["nnz"],), dtype) if head["nnz"] else np.zeros(0, dtype)
         frame_shape = shape[1:] if len(shape) > 1 else (1,)
         return self.frames(ints[:n_frames], ints[n_frames:], count, frame_shape, dtype).reshape(shape)

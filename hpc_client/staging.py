@@ -8,6 +8,7 @@ Every job gets its own directory ``<root>/<idempotency key>/`` holding the stage
     .emedge/inputs.sha256   checksums taken here before upload, checked on the node (sha256sum -c)
     .emedge/outputs.sha256  checksums taken on the node after the job, checked here after download
     .emedge/stdout, stderr  the job's output streams
+    .emedge/exit_code       the wrapper's exit status (97: a staged input failed its checksum)
 
 A :class:`Stager` moves bytes between this machine and that directory: a shared directory
 (the NAS case; local and Slurm backends) or the Superfacility API's upload/download.
@@ -106,6 +107,7 @@ def wrapper_script(node_dir: str, stage_out: typing.Sequence[str], header: typin
     lines = ["#!/bin/bash", *header,
              "# emedge job wrapper: check the staged inputs, run the job, checksum its outputs",
              f"cd {d} || exit 96",
+             f"trap 'echo $? > {META}/exit_code' EXIT",
              f"if [ -s {META}/inputs.sha256 ] && ! sha256sum --quiet --strict -c {META}/inputs.sha256 >&2; then",
              "  echo 'emedge: a staged input does not match its checksum' >&2; exit 97",
              "fi",
@@ -113,7 +115,6 @@ def wrapper_script(node_dir: str, stage_out: typing.Sequence[str], header: typin
              f"./{META}/job.sh",
              "rc=$?",
              checksum_outputs,
-             f"echo $rc > {META}/exit_code",
              "exit $rc", ""]
     return "\n".join(lines)
 

@@ -61,12 +61,13 @@ class SqrtQuant:
     lossless: typing.ClassVar[bool] = False
     params: dict[str, typing.Any] = dataclasses.field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if not float(self.params.get("q", 1.0)) > 0:
+            raise EmedgeError(f"sqrt quantisation step q must be > 0, not {self.params.get('q')}")
+
     @property
     def q(self) -> float:
-        q = float(self.params.get("q", 1.0))
-        if not q > 0:
-            raise EmedgeError(f"sqrt quantisation step q must be > 0, not {q}")
-        return q
+        return float(self.params.get("q", 1.0))
 
     @staticmethod
     def stored_dtype(dtype: np.dtype) -> np.dtype:

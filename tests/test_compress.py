@@ -1,0 +1,131 @@
+"""Codecs: bit-exact lossless round trips on every data kind, lossy within the stated bound,
+auto's choice, and clear errors for bad specs, dtypes and payloads."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from emedge_core import EmedgeError, compress
+from tests._compress_data import frame_axis, kinds
+
+DATA = kinds()
+LOSSLESS = ["raw", "gzip", "gzip:level=4", "zstd", "zstd:level=9", "blosc2", "blosc2:cname=lz4,shuffle=byte",
+            "blosc2:cname=zstd,clevel=5", "delta+blosc2", "delta+zstd", "bitshuffle", "bitshuffle:cname=zstd"]
+
+
+@pytest.mark.parametrize("kind", sorted(DATA))
+@pytest.mark.parametrize("spec", LOSSLESS)
+def test_lossless_round_trip_is_bit_exact(spec: str, kind: str) -> None:
+    a = DATA[kind]
+    codec = compress.get(spec)
+    blob = codec.encode(a, axis=frame_axis(a))
+    back = compress.decode(blob)
+    assert codec.lossless and back.dtype == a.dtype and back.shape == a.shape
+    assert back.tobytes() == a.tobytes()
+
+
+@pytest.mark.parametrize("kind", ["counting", "series"])
+def test_sparse_events_are_exact_for_counts(kind: str) -> None:
+    a = DATA[kind]
+    frames = a.reshape(-1, *a.shape[-2:])
+    codec = compress.get("sparse")
+    per_frame, index, count = codec.events(frames)
+    assert per_frame.sum() == np.count_nonzero(frames) == len(index) == len(count)
+    assert np.array_equal(compress.decode(codec.encode(frames)), frames)
+
+
+def test_sparse_refuses_float_data() -> None:
+    with pytest.raises(EmedgeError, match="integer counts"):
+        compress.get("sparse").encode(DATA["integrating"])
+
+
+@pytest.mark.parametrize("kind", ["integrating", "eels"])
+@pytest.mark.parametrize("spec,bound", [("sz3:abs=0.5", 0.5), ("sz3:abs=2", 2.0), ("zfp:accuracy=0.5", 0.5)])
+def test_lossy_error_is_within_its_bound(spec: str, bound: float, kind: str) -> None:
+    a = DATA[kind]
+    codec = compress.get(spec)
+    back = compress.decode(codec.encode(a))
+    err = np.abs(back.astype(np.float64) - a)
+    assert not codec.lossless and codec.error_bound()["value"] == bound
+    assert err.max() <= bound * (1 + 1e-6)
+    assert err.max() > 0          # it is really lossy: the test could fail
+
+
+def test_sz3_relative_bound() -> None:
+    a = DATA["integrating"]
+    back = compress.decode(compress.get("sz3:rel=0.001").encode(a))
+    assert np.abs(back - a).max() <= 0.001 * (a.max() - a.min()) * (1 + 1e-6)
+
+
+@pytest.mark.parametrize("kind", ["counting", "eels", "series"])
+@pytest.mark.parametrize("q", [0.5, 1.0, 2.0])
+def test_sqrt_quantisation_stays_within_its_poisson_bound(kind: str, q: float) -> None:
+    a = DATA[kind]
+    codec = compress.get(f"sqrt:q={q}")
+    back = compress.decode(codec.encode(a))
+    x = a.astype(np.float64)
+    per_value = q / 2 * np.sqrt(x + 0.375) + q ** 2 / 16 + (0.5 if a.dtype.kind == "u" else 0.0)
+    assert back.dtype == a.dtype
+    assert (np.abs(back - x) <= per_value + 1e-6 * x).all()
+    assert np.abs(back - x).max() <= codec.error_bound(a)["value"] + 1e-9
+
+
+def test_sqrt_refuses_negative_data() -> None:
+    with pytest.raises(EmedgeError, match="Poisson"):
+        compress.get("sqrt").encode(np.array([[-5.0, 1.0]], np.float32))
+
+
+def test_lossy_float_codecs_refuse_integers() -> None:
+    with pytest.raises(EmedgeError, match="float data"):
+        compress.get("sz3:abs=1").encode(DATA["counting"])
+
+
+def test_delta_prediction_is_undone_with_numpy_cumsum() -> None:
+    a = DATA["integrating"][0]          # (5, k, k) float32 frames
+    codec = compress.get("delta+zstd")
+    stored = codec.forward(a, axis=0)
+    assert stored.dtype == np.uint32 and stored.tobytes() != a.tobytes()
+    assert np.array_equal(np.cumsum(stored, axis=0, dtype=stored.dtype).view(a.dtype), a)
+
+
+def test_auto_picks_the_best_ratio_deterministically() -> None:
+    from emedge_core.compress.auto import choose
+
+    a = DATA["counting"]
+    codec, ratios = choose([a], axis=1)
+    again, _ = choose([a], axis=1)
+    assert codec.spec == again.spec and codec.lossless
+    assert ratios[codec.spec] == max(ratios.values())
+    assert {"blosc2", "delta+blosc2", "raw"} <= set(ratios)
+
+
+def test_auto_needs_a_sample() -> None:
+    with pytest.raises(EmedgeError, match="sample"):
+        compress.get("auto")
+
+
+@pytest.mark.parametrize("spec,match", [("lzma", "unknown"), ("sz3", "error bound"), ("zfp", "error bound"),
+                                        ("blosc2:cname=brotli", "cname"), ("gzip:9", "KEY=VALUE"),
+                                        ("blosc2+delta", "misplaced"), ("sqrt:q=0", "q must be")])
+def test_bad_specs_raise_clear_errors(spec: str, match: str) -> None:
+    with pytest.raises(EmedgeError, match=match):
+        compress.get(spec).encode(DATA["integrating"])
+
+
+def test_garbage_payload_is_a_clear_error() -> None:
+    with pytest.raises(EmedgeError, match="magic"):
+        compress.decode(b"not a payload at all")
+
+
+def test_non_numeric_dtype_is_refused() -> None:
+    with pytest.raises(EmedgeError, match="numeric"):
+        compress.get("blosc2").encode(np.array(["a", "b"]))
+
+
+def test_h5_filter_names_a_registered_plugin() -> None:
+    import h5py
+
+    for spec, fid in [("blosc2", 32026), ("zstd", 32015), ("bitshuffle", 32008), ("sz3:abs=1", 32024),
+                      ("zfp:accuracy=1", 32013)]:
+        kw = compress.get(spec).h5_filter()
+        assert kw["compression"] == fid and h5py.h5z.filter_avail(fid)

@@ -1,0 +1,447 @@
+"""Scalarizers on analytic patterns with known answers, bad frames, streams, backends and the CLI."""
+from __future__ import annotations
+
+import json
+import math
+import typing
+import warnings
+
+import numpy as np
+import pytest
+
+from emedge_core import EmedgeError
+from emedge_core.cli import main
+from emedge_core.instrument import Frames
+from emedge_core.scalarize import REGISTRY, Reason, from_spec, get_backend, reduce
+from emedge_core.scalarize import backends as backends_mod
+from emedge_core.scalarize.diffraction import bf_disk
+from emedge_core.scalarize.dpc import find_rotation, integrate, rotate
+
+torch = pytest.importorskip("torch")
+
+DET = 32          # detector edge (px)
+DISK_AT = 16      # integer centre of the unshifted disk (px)
+
+
+def disk(radius: float = 6.0, size: int = DET, at: float = DISK_AT) -> np.ndarray:
+    rows, cols = np.indices((size, size))
+    return (np.hypot(rows - at, cols - at) <= radius).astype(np.float64)
+
+
+def shifted_disks(shifts: np.ndarray, radius: float = 6.0, scale: float = 1.0) -> np.ndarray:
+    """(n, DET, DET) patterns whose exact centre of mass is DISK_AT + shift (row, col).
+
+    Each is the bilinear splat of a disk symmetric about an integer pixel: a weighted sum of
+    four integer shifts of it, so the discrete CoM is the weighted mean of their centres.
+    """
+    base = disk(radius) * scale
+    out = np.zeros((len(shifts), DET, DET))
+    for k, (dy, dx) in enumerate(shifts):
+        iy, ix = math.floor(dy), math.floor(dx)
+        fy, fx = dy - iy, dx - ix
+        for oy, wy in ((iy, 1 - fy), (iy + 1, fy)):
+            for ox, wx in ((ix, 1 - fx), (ix + 1, fx)):
+                out[k] += wy * wx * np.roll(base, (oy, ox), axis=(0, 1))
+    return out
+
+
+def patterns_for(field: np.ndarray) -> np.ndarray:
+    """(H, W, DET, DET) float32 patterns whose CoM relative to (DISK_AT, DISK_AT) is ``field`` (H, W, 2)."""
+    h, w, _ = field.shape
+    return shifted_disks(field.reshape(-1, 2)).reshape(h, w, DET, DET).astype(np.float32)
+
+
+def energy_axis(n: int = 400, start: float = -10.0, step: float = 0.25) -> np.ndarray:
+    return start + step * np.arange(n)
+
+
+def gaussians(centres_eV: np.ndarray, e: np.ndarray, sigma_eV: float = 1.0, height: float = 1000.0) -> np.ndarray:
+    return height * np.exp(-0.5 * ((e[None, :] - centres_eV[:, None]) / sigma_eV) ** 2)
+
+
+# -- 4D-STEM: centre of mass ---------------------------------------------------------------
+@pytest.mark.parametrize("backend", ["numpy", "torch:cpu"])
+def test_com_of_shifted_disks_is_exact(backend: str) -> None:
+    rng = np.random.default_rng(1)
+    shifts = rng.uniform(-3, 3, (64, 2))
+    frames = Frames(shifted_disks(shifts, scale=50.0).astype(np.float32), "diffraction")
+    com = from_spec({"name": "com", "center": [DISK_AT, DISK_AT]}).use(backend)(frames)
+    assert (com.reason == Reason.OK).all()
+    np.testing.assert_allclose(com.values, shifts, atol=1e-4, rtol=0)
+
+
+def test_com_uint16_and_geometric_centre() -> None:
+    shifts = np.array([[0.25, -0.5], [1.75, 2.0], [-2.5, 0.125]])
+    data = shifted_disks(shifts, scale=1600.0)            # quarter/eighth shifts: integer counts
+    assert np.allclose(data, np.round(data))
+    frames = Frames(data.astype(np.uint16), "diffraction")
+    com = from_spec("com")(frames)                        # relative to ((32-1)/2, (32-1)/2)
+    np.testing.assert_allclose(com.values, shifts + (DISK_AT - (DET - 1) / 2), atol=1e-4, rtol=0)
+    mag = from_spec("com_magnitude")(frames).values
+    ang = from_spec("com_angle")(frames).values
+    np.testing.assert_allclose(mag, np.hypot(*com.values.T), rtol=1e-12)
+    np.testing.assert_allclose(ang, np.arctan2(com.values[:, 0], com.values[:, 1]), rtol=1e-12)
+
+
+def test_com_radius_ignores_pixels_outside_the_disk() -> None:
+    data = shifted_disks(np.array([[0.5, -1.0]]), scale=10.0)
+    data[0, 0, 0] = 500.0                                  # a hot pixel far outside
+    frames = Frames(data.astype(np.float32), "diffraction")
+    masked = from_spec({"name": "com", "center": [DISK_AT, DISK_AT], "radius": 10}).use("numpy")(frames)
+    np.testing.assert_allclose(masked.values, [[0.5, -1.0]], atol=1e-4)
+    unmasked = from_spec({"name": "com", "center": [DISK_AT, DISK_AT]})(frames)
+    assert abs(unmasked.values[0, 0] - 0.5) > 1.0
+
+
+def test_bf_disk_and_auto_centre() -> None:
+    pattern = disk(radius=7.0, at=DISK_AT) * 100 + 1.0
+    cy, cx, r = bf_disk(np.roll(pattern, (2, -3), axis=(0, 1)))
+    assert abs(cy - 18) < 1e-9 and abs(cx - 13) < 1e-9
+    assert abs(r - 7.0) < 0.3
+    shifts = np.array([[0.5, 0.0], [-0.5, 0.0], [0.0, 0.5], [0.0, -0.5]])   # mean pattern centred on the disk
+    out = reduce({"name": "com", "center": "auto"}, shifted_disks(shifts).astype(np.float32), backend="numpy")
+    np.testing.assert_allclose(out.values, shifts, atol=1e-4)
+    assert out.resolved["center_px"] == pytest.approx([DISK_AT, DISK_AT], abs=1e-9)
+
+
+# -- 4D-STEM: virtual detectors --------------------------------------------------------------
+def test_virtual_detectors_sum_their_masks() -> None:
+    rng = np.random.default_rng(2)
+    data = (rng.poisson(3.0, (20, DET, DET)) + 40 * disk(6.0)[None]).astype(np.float32)
+    rows, cols = np.indices((DET, DET))
+    d = np.hypot(rows - DISK_AT, cols - DISK_AT)
+    frames = Frames(data, "diffraction", mrad_per_px=0.5)
+    c = [DISK_AT, DISK_AT]
+    cases = {
+        json.dumps({"name": "virtual_bf", "outer": 6.5, "center": c}): d < 6.5,
+        json.dumps({"name": "virtual_adf", "inner": 8, "center": c}): d >= 8,
+        json.dumps({"name": "virtual_annular", "inner": 2, "outer": 5, "units": "mrad", "center": c}): (d >= 4) & (d < 10),
+    }
+    for spec, mask in cases.items():
+        want = (data.astype(np.float64) * mask).sum(axis=(1, 2))
+        for backend in ("numpy", "torch:cpu"):
+            np.testing.assert_allclose(from_spec(spec).use(backend)(frames).values, want, rtol=1e-6, err_msg=spec)
+
+
+def test_virtual_auto_radii_follow_the_bright_field_disk() -> None:
+    data = np.broadcast_to(disk(6.0) * 100 + 1, (4, DET, DET)).astype(np.float32)
+    bf = reduce({"name": "virtual_bf", "center": "auto"}, data, backend="numpy")
+    adf = reduce("virtual_adf", data, backend="numpy")
+    assert bf.resolved["outer_px"] == pytest.approx(6.0, abs=0.3)
+    assert adf.resolved["inner_px"] == pytest.approx(1.2 * bf.resolved["bf_radius_px"])
+    rows, cols = np.indices((DET, DET))
+    inside = np.hypot(rows - DISK_AT, cols - DISK_AT) < bf.resolved["outer_px"]
+    np.testing.assert_allclose(bf.values, ((disk(6.0) * 100 + 1) * inside).sum(), rtol=1e-6)
+    assert inside.sum() > 0.9 * disk(6.0).sum()
+
+
+def test_mrad_radii_need_a_calibration() -> None:
+    with pytest.raises(EmedgeError, match="mrad_per_px"):
+        from_spec({"name": "virtual_bf", "outer": 3, "units": "mrad"})(Frames(np.ones((2, 8, 8), np.float32), "diffraction"))
+
+
+# -- DPC and iCoM ------------------------------------------------------------------------------
+def phase(h: int = 24, w: int = 24) -> tuple[np.ndarray, np.ndarray]:
+    """A periodic potential (H, W) and its exact gradient (H, W, 2) (d/d row, d/d col)."""
+    r, c = np.indices((h, w), dtype=np.float64)
+    a, b = 2 * np.pi * r / h, 2 * np.pi * c / w
+    phi = 0.8 * np.sin(a) * np.cos(2 * b) + 0.5 * np.cos(3 * a + b)
+    grad_r = (0.8 * np.cos(a) * np.cos(2 * b) - 1.5 * np.sin(3 * a + b)) * 2 * np.pi / h
+    grad_c = (-1.6 * np.sin(a) * np.sin(2 * b) - 0.5 * np.sin(3 * a + b)) * 2 * np.pi / w
+    return phi, np.stack([grad_r, grad_c], axis=-1)
+
+
+def detector_field(scan_field: np.ndarray, rotation_deg: float, transpose: bool = False) -> np.ndarray:
+    """The CoM a detector rotated by ``rotation_deg`` (then maybe transposed) records for a scan-frame field."""
+    c = rotate(scan_field, -rotation_deg)
+    return c[..., ::-1] if transpose else c
+
+
+@pytest.mark.parametrize("angle,transpose", [(30.0, False), (-72.5, False), (12.0, True)])
+def test_dpc_finds_a_known_rotation(angle: float, transpose: bool) -> None:
+    _, grad = phase()
+    com = detector_field(grad, angle, transpose)
+    found, flip = find_rotation(com)
+    assert flip == transpose
+    assert abs((found - angle + 90) % 180 - 90) < 1.0
+
+
+def test_dpc_end_to_end_and_icom_recovers_the_phase() -> None:
+    phi, grad = phase()
+    data = patterns_for(detector_field(grad, 40.0))
+    dpc = reduce({"name": "dpc", "center": [DISK_AT, DISK_AT]}, data, backend="numpy")
+    assert abs(dpc.resolved["rotation_deg"] - 40.0) < 1.0 and dpc.resolved["transpose"] is False
+    np.testing.assert_allclose(dpc.values, grad, atol=0.02 * np.abs(grad).max())   # 1 deg ~ 1.7 %
+    icom = reduce({"name": "icom", "center": [DISK_AT, DISK_AT], "rotation_deg": 40.0}, data, backend="torch:cpu")
+    want = phi - phi.mean()
+    np.testing.assert_allclose(icom.values, want, atol=1e-3 * np.abs(want).max())
+
+
+def test_integrate_is_exact_for_a_periodic_gradient() -> None:
+    phi, grad = phase(32, 20)
+    np.testing.assert_allclose(integrate(grad), phi - phi.mean(), atol=1e-10)
+
+
+def test_map_level_reductions_refuse_single_frames() -> None:
+    frames = Frames(np.ones((3, 8, 8), np.float32), "diffraction")
+    with pytest.raises(EmedgeError, match="whole scan map"):
+        from_spec("icom")(frames)
+    with pytest.raises(EmedgeError, match="whole scan map"):
+        from_spec("dpc")(frames)
+    rotated = from_spec({"name": "dpc", "rotation_deg": 90, "center": [DISK_AT, DISK_AT]})(
+        Frames(shifted_disks(np.array([[1.0, 0.0]])).astype(np.float32), "diffraction"))
+    np.testing.assert_allclose(rotated.values, [[0.0, 1.0]], atol=1e-6)
+
+
+# -- EELS ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", ["numpy", "torch:cpu"])
+def test_peak_energy_of_gaussians_to_a_fraction_of_a_channel(backend: str) -> None:
+    e = energy_axis()
+    centres = np.random.default_rng(3).uniform(10, 40, 50)
+    frames = Frames(gaussians(centres, e).astype(np.float32), "spectrum", energy_eV=e)
+    exact = from_spec({"name": "eels_peak_energy", "smooth": 1}).use(backend)(frames).values
+    np.testing.assert_allclose(exact, centres, atol=1e-3 * 0.25)          # 1/1000 channel
+    smoothed = from_spec({"name": "eels_peak_energy", "smooth": 5}).use(backend)(frames).values
+    np.testing.assert_allclose(smoothed, centres, atol=0.05 * 0.25)       # 1/20 channel
+
+
+def test_zlp_alignment() -> None:
+    e = energy_axis()
+    drift = np.array([-1.3, 0.0, 0.8, 2.1])
+    spectra = gaussians(drift, e, 0.6, 5000) + gaussians(18.0 + drift, e, 1.5, 800)
+    frames = Frames(spectra.astype(np.float32), "spectrum", energy_eV=e)
+    raw = from_spec({"name": "eels_peak_energy", "smooth": 1})(frames).values
+    aligned = from_spec({"name": "eels_peak_energy", "smooth": 1, "zlp_eV": [-4, 4]})(frames).values
+    np.testing.assert_allclose(raw, 18.0 + drift, atol=1e-3)
+    np.testing.assert_allclose(aligned, 18.0, atol=1e-3)
+    band = from_spec({"name": "eels_band_integral", "band_eV": [14, 22], "zlp_eV": [-4, 4]})(frames).values
+    assert np.ptp(band) / band.mean() < 0.02          # the window follows the plasmon
+    peak = from_spec({"name": "eels_peak_max", "range_eV": [10, 30], "zlp_eV": [-4, 4]})(frames).values
+    assert np.all(np.abs(peak - 800) < 10)
+
+
+def test_band_integral_ratio_and_peak_max() -> None:
+    e = energy_axis()
+    rng = np.random.default_rng(4)
+    data = rng.poisson(50, (30, e.size)).astype(np.float32)
+    frames = Frames(data, "spectrum", energy_eV=e)
+    data = data.astype(np.float64)
+    lo, hi = (e >= 5) & (e <= 10), (e >= 15) & (e <= 20)
+    for backend in ("numpy", "torch:cpu"):
+        s = lambda spec: from_spec(spec).use(backend)(frames).values  # noqa: E731
+        np.testing.assert_allclose(s({"name": "eels_band_integral", "band_eV": [5, 10]}), data[:, lo].sum(1))
+        np.testing.assert_allclose(s("eels_band_ratio"), data[:, lo].sum(1) / data[:, hi].sum(1), rtol=1e-12)
+        np.testing.assert_allclose(s({"name": "eels_peak_max", "range_eV": [15, 20]}), data[:, hi].max(1))
+
+
+def test_edge_intensity_above_a_power_law() -> None:
+    e = energy_axis(800, -10.0, 0.25)
+    rng = np.random.default_rng(5)
+    amplitude = rng.uniform(0.5e7, 2e7, 6)
+    r = rng.uniform(2.5, 3.5, 6)
+    jump = rng.uniform(20, 80, 6)
+    pos = np.clip(e, 1, None)
+    spectra = amplitude[:, None] * pos[None] ** -r[:, None] + jump[:, None] * (e >= 99) * np.exp(-(e - 99) / 40)
+    frames = Frames(spectra.astype(np.float32), "spectrum", energy_eV=e)
+    got = from_spec("eels_edge_intensity")(frames).values
+    post = (e >= 100) & (e <= 130)
+    want = (jump[:, None] * np.exp(-(e[post] - 99) / 40)).sum(1)
+    np.testing.assert_allclose(got, want, rtol=5e-3)
+
+
+def test_windows_outside_the_spectrum_are_an_error() -> None:
+    e = energy_axis(40)
+    with pytest.raises(EmedgeError, match="outside the spectrum"):
+        from_spec({"name": "eels_band_integral", "band_eV": [200, 300]})(Frames(np.ones((2, 40), np.float32), "spectrum", energy_eV=e))
+
+
+# -- bad frames ------------------------------------------------------------------------------
+def test_every_bad_frame_kind_gets_nan_and_its_reason() -> None:
+    rng = np.random.default_rng(6)
+    clean = (rng.poisson(5, (8, 16, 16)) + 100).astype(np.float32)
+    data = clean.copy()
+    data[1, 3, 3] = np.nan
+    data[2, 0, 5] = np.inf
+    data[3] = 0
+    data[4, 7, 7] = 1e6                      # saturated at the configured level
+    base = reduce({"name": "com", "saturation": 1e6}, clean, backend="numpy").values
+    out = reduce({"name": "com", "saturation": 1e6}, data, backend="numpy")
+    assert out.reason.tolist() == [Reason.OK, Reason.NONFINITE, Reason.NONFINITE, Reason.EMPTY,
+                                   Reason.SATURATED, Reason.OK, Reason.OK, Reason.OK]
+    bad = out.reason != Reason.OK
+    assert np.isnan(out.values[bad]).all()
+    np.testing.assert_allclose(out.values[~bad], base[~bad], rtol=1e-6)
+
+
+def test_uint16_saturation_defaults_to_the_dtype_max() -> None:
+    data = np.full((3, 8, 8), 7, np.uint16)
+    data[1, 2, 2] = 65535
+    out = from_spec("virtual_bf")(Frames(data, "diffraction"))
+    assert out.reason.tolist() == [Reason.OK, Reason.SATURATED, Reason.OK]
+
+
+def test_wrong_shape_and_dtype_chunks_do_not_stop_the_stream() -> None:
+    rng = np.random.default_rng(7)
+    good = [rng.poisson(4, (3, 16, 16)).astype(np.float32) + 1 for _ in range(3)]
+    chunks: list[np.ndarray] = [good[0], np.ones((2, 16, 15), np.float32), good[1],
+                                np.ones((2, 16, 16), np.complex64), good[2]]
+    out = reduce("com_magnitude", iter(chunks), backend="numpy")
+    assert out.reason.tolist() == [0, 0, 0, 4, 4, 0, 0, 0, 4, 4, 0, 0, 0]
+    want = reduce("com_magnitude", np.concatenate(good), backend="numpy").values
+    np.testing.assert_allclose(out.values[out.reason == 0], want)
+
+
+def test_a_failed_reduction_is_flagged() -> None:
+    e = energy_axis(200)
+    data = np.ones((3, 200), np.float32)
+    data[1, (e >= 15) & (e <= 20)] = 0       # nothing in the high band: the ratio has no value
+    out = from_spec("eels_band_ratio")(Frames(data, "spectrum", energy_eV=e))
+    assert out.reason.tolist() == [Reason.OK, Reason.FAILED, Reason.OK]
+    assert np.isnan(out.values[1]) and np.isfinite(out.values[[0, 2]]).all()
+
+
+# -- streams, files, backends ----------------------------------------------------------------
+class CountingDataset:
+    """A dataset stand-in that records how many frames each read asks for."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data, self.shape, self.dtype, self.reads = data, data.shape, data.dtype, []  # type: ignore[var-annotated]
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        part = self.data[key]
+        self.reads.append(int(np.prod(part.shape[:2])))
+        return part
+
+
+def test_array_stream_and_h5_agree_in_bounded_chunks(tmp_path: typing.Any) -> None:
+    import h5py
+
+    rng = np.random.default_rng(8)
+    cube = rng.poisson(3, (12, 10, 16, 16)).astype(np.uint16)
+    whole = reduce("com", cube, backend="numpy")
+    assert whole.values.shape == (12, 10, 2) and whole.reason.shape == (12, 10)
+    counted = CountingDataset(cube)
+    small = reduce("com", counted, backend="numpy", chunk_bytes=3 * 10 * 16 * 16 * 4)
+    assert max(counted.reads) == 30 and len(counted.reads) == 4
+    np.testing.assert_array_equal(small.values, whole.values)
+    stream = reduce("com", (cube.reshape(-1, 16, 16)[i:i + 7] for i in range(0, 120, 7)),
+                    backend="numpy", scan_shape=(12, 10))
+    np.testing.assert_allclose(stream.values, whole.values, rtol=1e-6)
+    with h5py.File(tmp_path / "c.h5", "w") as f:
+        f.create_dataset("data", data=cube, chunks=(1, 10, 16, 16))
+    with h5py.File(tmp_path / "c.h5", "r") as f:
+        np.testing.assert_allclose(reduce("com", f["data"], backend="numpy").values, whole.values, rtol=1e-6)
+
+
+def test_stream_of_frames_carries_the_calibration() -> None:
+    e = energy_axis()
+    chunks = [Frames(gaussians(np.array([c, c + 1]), e).astype(np.float32), "spectrum", energy_eV=e) for c in (12, 20)]
+    out = reduce({"name": "eels_peak_energy", "smooth": 1}, iter(chunks), backend="numpy")
+    np.testing.assert_allclose(out.values, [12, 13, 20, 21], atol=1e-3)
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_torch_and_numpy_agree_on_every_reduction(name: str) -> None:
+    if REGISTRY[name].signal_kind == "spectrum":
+        e = energy_axis(600)
+        rng = np.random.default_rng(9)
+        data = (rng.poisson(30, (6, 5, 600)) + gaussians(np.full(30, 16.0), e).reshape(6, 5, 600)).astype(np.float32)
+        kw: dict[str, typing.Any] = {"energy_eV": e}
+    else:
+        _, grad = phase(6, 5)
+        data = patterns_for(detector_field(grad, 25.0) * 2)
+        kw = {}
+    a = reduce(name, data, backend="numpy", **kw)
+    b = reduce(name, data, backend="torch:cpu", **kw)
+    assert b.backend == "torch:cpu"
+    np.testing.assert_array_equal(a.reason, b.reason)
+    np.testing.assert_allclose(a.values, b.values, rtol=1e-5, atol=1e-6 * np.nanmax(np.abs(a.values)))
+
+
+def test_backend_names_and_fallback_without_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert get_backend("numpy").name == "numpy"
+    assert repr(get_backend("torch:cpu")) == "torch:cpu"
+    with pytest.raises(EmedgeError, match="unknown backend"):
+        get_backend("opencl")
+    monkeypatch.setenv("EMEDGE_BACKEND", "torch:cpu")
+    assert repr(get_backend("auto")) == "torch:cpu"
+    monkeypatch.setattr(backends_mod, "_warned", set())
+    with pytest.warns(RuntimeWarning, match="unavailable"):
+        be = get_backend("cupy:cuda:7" if torch.cuda.is_available() else "torch:cuda")
+    assert be.name == "numpy"
+
+
+def test_a_device_error_mid_stream_falls_back_to_numpy_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    class FlakyGPU(backends_mod.TorchBackend):
+        calls = 0
+
+        def load(self, raw: typing.Any, weights: typing.Any, want_max: bool) -> backends_mod.Chunk:
+            FlakyGPU.calls += 1
+            if FlakyGPU.calls == 2:
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            return super().load(raw, weights, want_max)
+
+        def is_device_error(self, exc: BaseException) -> bool:
+            return isinstance(exc, torch.OutOfMemoryError)
+
+    monkeypatch.setattr(backends_mod, "_warned", set())
+    rng = np.random.default_rng(10)
+    cube = rng.poisson(3, (8, 6, 16, 16)).astype(np.float32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = reduce("com", cube, backend=FlakyGPU("cpu"), chunk_bytes=2 * 6 * 16 * 16 * 4)
+    assert [str(w.message).startswith("torch:cpu failed") for w in caught] == [True]
+    assert out.backend == "numpy"
+    np.testing.assert_allclose(out.values, reduce("com", cube, backend="numpy").values, rtol=1e-6)
+
+
+GPU_REASON = "needs a CUDA device (torch.cuda.is_available() is False on this machine)"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason=GPU_REASON)
+@pytest.mark.parametrize("backend", ["torch:cuda", "cupy"])
+def test_gpu_backends_match_numpy_resident_and_streamed(backend: str) -> None:
+    if backend == "cupy":
+        pytest.importorskip("cupy", reason="cupy is not installed (pip install .[gpu])")
+    rng = np.random.default_rng(11)
+    cube = rng.poisson(3, (16, 12, 32, 32)).astype(np.uint16)
+    want = reduce("com", cube, backend="numpy")
+    got = reduce("com", cube, backend=backend, chunk_bytes=4 * 12 * 32 * 32 * 4)   # several overlapped chunks
+    assert got.backend.startswith(backend.split(":")[0])
+    np.testing.assert_allclose(got.values, want.values, rtol=1e-5, atol=1e-6)
+
+
+# -- experiment loop and CLI -----------------------------------------------------------------
+def test_twin_frames_still_drive_the_loop_interface() -> None:
+    from emedge_core.twin import DigitalTwin
+
+    for signal, spec in (("spectrum", "eels_peak_energy"), ("diffraction", "com_magnitude")):
+        twin = DigitalTwin(size=32, signal=signal, seed=1)
+        result = from_spec(spec)(twin.measure(np.array([[3, 4], [10, 12]])))
+        assert result.values.shape == (2,) and (result.reason == Reason.OK).all()
+
+
+def test_cli_scalarize_h5_and_emd(tmp_path: typing.Any, capsys: pytest.CaptureFixture[str]) -> None:
+    import h5py
+
+    rng = np.random.default_rng(12)
+    cube = rng.poisson(2, (6, 5, 16, 16)).astype(np.uint16)
+    cube[2, 1] = 0
+    with h5py.File(tmp_path / "scan.h5", "w") as f:
+        f["experiment/raw/frames"] = cube
+    out = tmp_path / "com.npy"
+    assert main(["scalarize", str(tmp_path / "scan.h5"), "--scalarizer", "com", "--out", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert np.load(out).shape == (6, 5, 2) and summary["gbps"] > 0 and summary["bad"]["empty"] == 1
+    assert np.load(tmp_path / "com.reason.npy")[2, 1] == Reason.EMPTY
+    e = energy_axis(200)
+    with h5py.File(tmp_path / "si.emd", "w") as f:
+        g = f.create_group("data/si")
+        g["data"] = gaussians(np.full(12, 20.0), e).reshape(3, 4, 200).astype(np.float32)
+        g["dim3"] = e
+    assert main(["scalarize", str(tmp_path / "si.emd"), "--scalarizer", '{"name": "eels_peak_energy", "smooth": 1}',
+                 "--out", str(tmp_path / "pe.npy")]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "pe.npy"), 20.0, atol=1e-3)
+    assert main(["scalarize", str(tmp_path / "si.emd"), "--scalarizer", "com", "--out", str(tmp_path / "x")]) == 2
+    assert "no 4-D dataset" in capsys.readouterr().err
+    assert main(["scalarize", str(tmp_path / "nope.h5"), "--scalarizer", "com", "--out", str(tmp_path / "x")]) == 2

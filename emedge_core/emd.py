@@ -28,6 +28,7 @@ reads back every frame up to the last flushed chunk. Sparse arrays (codec ``spar
 """
 from __future__ import annotations
 
+import errno
 import json
 import time
 import typing
@@ -252,7 +253,7 @@ def _create_file(path: str, root: str, provenance: typing.Optional[dict[str, typ
     try:
         f = h5py.File(path, "w")
     except OSError as e:
-        raise EmedgeError(f"cannot create {path}: {e}") from None
+        raise EmedgeError(f"cannot create {path}: {_os_error(e)}") from None
     f.attrs.update({"emd_group_type": "file", "version_major": np.int64(1), "version_minor": np.int64(0),
                     "UUID": str(uuid.uuid4()), "authoring_program": f"nionswift-emedge {__version__}",
                     "authoring_user": ""})
@@ -267,6 +268,14 @@ def _create_file(path: str, root: str, provenance: typing.Optional[dict[str, typ
         ds.attrs["type"] = np.bytes_(b"string")
     f.flush()
     return f, g
+
+
+def _os_error(e: OSError) -> str:
+    """One line for an I/O error (HDF5's messages span lines and name buffers)."""
+    if e.errno == errno.ENOSPC:
+        return "disk full: No space left on device"
+    text = " ".join(str(e).split())
+    return text if len(text) < 200 else text[:200] + "..."
 
 
 def _jsonable(x: typing.Any) -> typing.Any:
@@ -317,8 +326,8 @@ class StreamWriter:
             return fn(*args)
         except OSError as e:
             self._failed = True
-            raise EmedgeError(f"writing {self.path} failed ({e}); it keeps the {self.sink.frames_written} frames "
-                              f"flushed before") from None
+            raise EmedgeError(f"writing {self.path} failed ({_os_error(e)}); it keeps the {self.sink.frames_written} "
+                              f"frames flushed before") from None
 
     def close(self) -> dict[str, dict[str, typing.Any]]:
         """Finish the stream; returns statistics per array ({name: {ratio, raw_bytes, ...}}).
@@ -390,7 +399,8 @@ def write(path: str, arrays: typing.Mapping[str, np.ndarray], codec: typing.Unio
                 stats[name] = _write_one(g, name, np.asarray(array), spec, (sig_ndim or {}).get(name),
                                          (dims or {}).get(name), (units or {}).get(name, ""))
             except OSError as e:
-                raise EmedgeError(f"writing {path} failed at array {name!r} ({e}); arrays before it are kept") from None
+                raise EmedgeError(f"writing {path} failed at array {name!r} ({_os_error(e)}); arrays before it are "
+                                  "kept") from None
     finally:
         try:
             f.close()
@@ -408,7 +418,7 @@ def _open(path: str) -> h5py.File:
     except FileNotFoundError:
         raise EmedgeError(f"file not found: {path}") from None
     except OSError as e:
-        raise EmedgeError(f"cannot open {path} as HDF5 (corrupt or truncated?): {e}") from None
+        raise EmedgeError(f"cannot open {path} as HDF5 (corrupt or truncated?): {_os_error(e)}") from None
 
 
 def _root(f: h5py.File, root: typing.Optional[str]) -> h5py.Group:
@@ -463,7 +473,7 @@ def read_array(g: h5py.Group, verify: bool = True) -> np.ndarray:
             _verify(out, nav_shape, c, written, g["checksums"][()], where)
         return out
     except OSError as e:
-        raise EmedgeError(f"cannot read {where} (corrupt or truncated file): {e}") from None
+        raise EmedgeError(f"cannot read {where} (corrupt or truncated file): {_os_error(e)}") from None
     except (KeyError, ValueError) as e:
         raise EmedgeError(f"{where} is not a complete emedge array: {e}") from None
 

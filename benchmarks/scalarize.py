@@ -1,0 +1,291 @@
+"""Scalarizer throughput against a NumPy memory pass, LiberTEM and py4DSTEM: one JSON line per case.
+
+    python benchmarks/scalarize.py [--quick] [--repeat N] [--no-peers] [--no-gpu]
+
+Cases (the issue's sizes; --quick quarters the scan): 4D-STEM 128x128 scan x 128x128 detector,
+float32 (1.07 GB) and uint16, for ``com``, ``virtual_bf`` and ``virtual_adf``; EELS 256x256x2048
+float32 for the peak energy, band ratio, band integral and edge intensity. Each line holds our
+GB/s (NumPy, and PyTorch on the CPU), the memory pass ``data.sum()`` and, for 4D, LiberTEM
+(``CoMUDF`` / ``ApplyMasksUDF``, inline executor, MemoryDataSet) and py4DSTEM (``DPC.preprocess``
+CoM with the rotation forced, ``DataCube.get_virtual_image``) measured in the same run on the same
+data, with the ratios. GB/s = raw input bytes (uint16 bytes for uint16) / median wall seconds.
+On a CUDA machine, CuPy and PyTorch lines follow: data resident on the card and streamed from
+host memory, against the card's measured device-memory and host->device rates.
+
+The peers live in ``benchmarks/.venv-peers-scalarize`` (``bash benchmarks/setup_peers_scalarize.sh``;
+they need NumPy 1.26): this file runs there too, as ``--peer-worker``, and reads the same data
+from a temporary .npy. Only NumPy and the standard library are imported at module level for that.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import typing
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PEER_PY = os.path.join(HERE, ".venv-peers-scalarize", "bin", "python")
+DISK = {"lam": 20.0, "bg": 0.5}      # bright-field disk and background counts per px (as in the peer notes)
+
+
+def timed(fn: typing.Callable[[], typing.Any], repeat: int) -> float:
+    """Median wall seconds of ``repeat`` calls after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def make_4d(scan: int, det: int, seed: int = 0) -> np.ndarray:
+    """(scan, scan, det, det) uint16 Poisson patterns: a BF disk (radius det/8) shifted by up to 2 px."""
+    rng = np.random.default_rng(seed)
+    pool = 512
+    rows, cols = np.indices((det, det))
+    out = np.empty((pool, det, det), np.uint16)
+    for k in range(pool):
+        cy, cx = det / 2 + rng.uniform(-2, 2, 2)
+        lam = np.where(np.hypot(rows - cy, cols - cx) < det / 8, DISK["lam"], DISK["bg"])
+        out[k] = rng.poisson(lam)
+    return out[rng.integers(0, pool, scan * scan)].reshape(scan, scan, det, det)
+
+
+def make_eels(scan: int, channels: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(scan, scan, channels) float32 Poisson spectra (ZLP, plasmon near 16-21 eV, power law, edge at 99 eV)
+    and the (channels,) energy axis from -10 eV at 0.25 eV per channel."""
+    rng = np.random.default_rng(seed)
+    e = -10.0 + 0.25 * np.arange(channels)
+    pool = 2048
+    plasmon = rng.uniform(16, 21, pool)
+    pos = np.clip(e, 1.0, None)
+    lam = (5e3 * np.exp(-0.5 * (e / 0.6) ** 2)[None] + 400 * np.exp(-0.5 * ((e[None] - plasmon[:, None]) / 2.5) ** 2)
+           + (e > 3) * 2e5 * pos ** -2.5 + (e >= 99) * 20 * np.exp(-(e - 99) / 50))
+    spectra = rng.poisson(lam).astype(np.float32)
+    return spectra[rng.integers(0, pool, scan * scan)].reshape(scan, scan, channels), e
+
+
+# -- the peers (run with the peer venv's python) ------------------------------------------------
+def peer_worker(spec: dict[str, typing.Any]) -> dict[str, typing.Any]:
+    """Time (or, with spec["agree"], compute) the peers' CoM and virtual images on spec["files"]."""
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    import py4DSTEM
+    from libertem.api import Context
+    from libertem.executor.inline import InlineJobExecutor
+    from libertem.udf.com import CoMUDF
+    from libertem.udf.masks import ApplyMasksUDF
+
+    ctx = Context(executor=InlineJobExecutor())
+    cy, cx, r_bf, r_adf = spec["cy"], spec["cx"], spec["r_bf"], spec["r_adf"]
+    out: dict[str, typing.Any] = {"versions": {"numpy": np.__version__, "libertem": __import__("libertem").__version__,
+                                               "py4DSTEM": py4DSTEM.__version__}}
+    for label, path in spec["files"].items():
+        data = np.load(path)
+        det = data.shape[2:]
+        rows, cols = np.indices(det)
+        d = np.hypot(rows - cy, cols - cx)
+        masks = [lambda: (d < r_bf).astype(np.float32), lambda: (d >= r_adf).astype(np.float32)]
+        ds = ctx.load("memory", data=data, sig_dims=2)
+        com_udf = CoMUDF.with_params(cy=cy, cx=cx)
+        mask_udf = ApplyMasksUDF(mask_factories=masks)
+        cube = py4DSTEM.DataCube(data)
+
+        def p4_com() -> tuple[np.ndarray, np.ndarray]:
+            dpc = py4DSTEM.process.phase.DPC(datacube=cube, energy=300e3, verbose=False)
+            dpc.preprocess(force_com_rotation=0.0, force_com_transpose=False, plot_center_of_mass=False,
+                           plot_rotation=False, fit_function="constant")
+            return dpc._com_measured_x - cy, dpc._com_measured_y - cx
+
+        def p4_virtual(geometry: typing.Any, mode: str) -> np.ndarray:
+            return cube.get_virtual_image(mode=mode, geometry=geometry, name="v", returncalc=True, verbose=False).data
+
+        if spec.get("agree"):
+            lt = ctx.run_udf(ds, com_udf)["raw_shifts"].data
+            lt_masks = ctx.run_udf(ds, mask_udf)["intensity"].data
+            p4 = np.stack(p4_com(), axis=-1)
+            dpc = py4DSTEM.process.phase.DPC(datacube=cube, energy=300e3, verbose=False)
+            dpc.preprocess(plot_center_of_mass=False, plot_rotation=False, fit_function="constant")
+            out[label] = {"libertem_com": lt.tolist(), "libertem_bf": lt_masks[..., 0].tolist(),
+                          "libertem_adf": lt_masks[..., 1].tolist(), "py4dstem_com": p4.tolist(),
+                          "py4dstem_bf": p4_virtual(((cy, cx), r_bf), "circle").tolist(),
+                          "py4dstem_rotation_deg": float(np.degrees(dpc._rotation_best_rad)),
+                          "py4dstem_transpose": bool(dpc._rotation_best_transpose)}
+            continue
+        rep = spec["repeat"]
+        out[label] = {
+            "sum": timed(lambda: data.sum(), rep),
+            "libertem_com": timed(lambda: ctx.run_udf(ds, com_udf), rep),
+            "libertem_masks": timed(lambda: ctx.run_udf(ds, mask_udf), rep),
+            "py4dstem_com": timed(p4_com, rep),
+            "py4dstem_bf": timed(lambda: p4_virtual(((cy, cx), r_bf), "circle"), rep),
+            "py4dstem_adf": timed(lambda: p4_virtual(((cy, cx), (r_adf, 2 * max(det))), "annular"), rep),
+        }
+    return out
+
+
+def run_peers(spec: dict[str, typing.Any], timeout: float = 1800) -> typing.Optional[dict[str, typing.Any]]:
+    """``peer_worker(spec)`` in the peer venv; None (and a note on stderr) when that venv is missing."""
+    if not os.path.exists(PEER_PY):
+        print(f"peers skipped: {PEER_PY} missing (bash benchmarks/setup_peers_scalarize.sh)", file=sys.stderr)
+        return None
+    proc = subprocess.run([PEER_PY, os.path.abspath(__file__), "--peer-worker", json.dumps(spec)],
+                          capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"peer worker failed:\n{proc.stderr[-3000:]}")
+    return typing.cast(dict[str, typing.Any], json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+# -- our side -----------------------------------------------------------------------------------
+def load_average() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def emit(line: dict[str, typing.Any]) -> None:
+    print(json.dumps(line), flush=True)
+
+
+def bench_4d(args: argparse.Namespace, tmp: str) -> None:
+    from emedge_core.scalarize import reduce
+
+    scan, det = (64, 128) if args.quick else (128, 128)
+    cube16 = make_4d(scan, det)
+    cubes = {"float32": cube16.astype(np.float32), "uint16": cube16}
+    cy = cx = det / 2
+    r_bf, r_adf = det / 8 + 2, det / 8 + 4
+    files = {}
+    for label, cube in cubes.items():
+        files[label] = os.path.join(tmp, f"cube_{label}.npy")
+        np.save(files[label], cube)
+    peers = None if args.no_peers else run_peers(
+        {"files": files, "cy": cy, "cx": cx, "r_bf": r_bf, "r_adf": r_adf, "repeat": args.repeat})
+    specs = {"com": {"name": "com", "center": [cy, cx]},
+             "virtual_bf": {"name": "virtual_bf", "outer": r_bf, "center": [cy, cx]},
+             "virtual_adf": {"name": "virtual_adf", "inner": r_adf, "center": [cy, cx]}}
+    peer_keys = {"com": ("libertem_com", "py4dstem_com"), "virtual_bf": ("libertem_masks", "py4dstem_bf"),
+                 "virtual_adf": ("libertem_masks", "py4dstem_adf")}
+    for label, cube in cubes.items():
+        gb = cube.nbytes / 1e9
+        t_sum = timed(lambda: cube.sum(), args.repeat)
+        for case, spec in specs.items():
+            line: dict[str, typing.Any] = {"case": f"4d_{case}", "dtype": label, "shape": list(cube.shape), "GB": round(gb, 3)}
+            for be in ("numpy", "torch:cpu"):
+                t = timed(lambda: reduce(spec, cube, backend=be), args.repeat)
+                line[f"ours_{be.replace(':', '_')}_gbps"] = round(gb / t, 2)
+            line["sum_gbps"] = round(gb / t_sum, 2)
+            if peers is not None:
+                lt, p4 = peer_keys[case]
+                line["libertem_gbps"] = round(gb / peers[label][lt], 2)
+                line["py4dstem_gbps"] = round(gb / peers[label][p4], 2)
+                line["peer_sum_gbps"] = round(gb / peers[label]["sum"], 2)
+            ours = line["ours_numpy_gbps"]
+            line["x_sum"] = round(ours / line["sum_gbps"], 2)
+            if peers is not None:
+                line["x_libertem"] = round(ours / line["libertem_gbps"], 2)
+                line["x_py4dstem"] = round(ours / line["py4dstem_gbps"], 2)
+                line["peer_versions"] = peers["versions"]
+            line["load1"] = load_average()
+            emit(line)
+        if args.gpu:
+            bench_gpu(f"4d_com_{label}", {"name": "com", "center": [cy, cx]}, cube, args.repeat)
+
+
+def bench_eels(args: argparse.Namespace) -> None:
+    from emedge_core.scalarize import reduce
+
+    scan = 128 if args.quick else 256
+    si, e = make_eels(scan, 2048)
+    gb = si.nbytes / 1e9
+    t_sum = timed(lambda: si.sum(), args.repeat)
+    for name in ("eels_peak_energy", "eels_band_ratio", "eels_band_integral", "eels_edge_intensity"):
+        line: dict[str, typing.Any] = {"case": name, "dtype": "float32", "shape": list(si.shape), "GB": round(gb, 3)}
+        for be in ("numpy", "torch:cpu"):
+            t = timed(lambda: reduce(name, si, backend=be, energy_eV=e), args.repeat)
+            line[f"ours_{be.replace(':', '_')}_gbps"] = round(gb / t, 2)
+        line["sum_gbps"] = round(gb / t_sum, 2)
+        line["x_sum"] = round(line["ours_numpy_gbps"] / line["sum_gbps"], 2)
+        line["load1"] = load_average()
+        emit(line)
+    if args.gpu:
+        bench_gpu("eels_peak_energy", {"name": "eels_peak_energy"}, si, args.repeat, energy_eV=e)
+
+
+def bench_gpu(case: str, spec: dict[str, typing.Any], data: np.ndarray, repeat: int, **calib: typing.Any) -> None:
+    """Resident (chunks already on the card) and streamed (from host) GB/s on CuPy and PyTorch CUDA,
+    against the card's device-to-device copy rate and the pinned host->device rate."""
+    import torch
+
+    from emedge_core.scalarize import from_spec, get_backend, reduce
+    from emedge_core.scalarize.base import Signal
+    from emedge_core.scalarize.stream import _weights
+
+    if not torch.cuda.is_available():
+        emit({"case": f"gpu_{case}", "skipped": "no CUDA device on this machine"})
+        return
+    gb = data.nbytes / 1e9
+    dev = torch.empty(data.nbytes, dtype=torch.uint8, device="cuda")
+    pinned = torch.empty(data.nbytes, dtype=torch.uint8, pin_memory=True)
+
+    def sync(fn: typing.Callable[[], typing.Any]) -> typing.Callable[[], None]:
+        return lambda: (fn(), torch.cuda.synchronize())  # type: ignore[func-returns-value]
+
+    hbm = 2 * gb / timed(sync(lambda: dev.clone()), repeat)           # read + write
+    h2d = gb / timed(sync(lambda: dev.copy_(pinned, non_blocking=True)), repeat)
+    del dev, pinned
+    flat = data.reshape((-1,) + data.shape[-(1 if data.ndim == 3 else 2):])
+    for name in ("torch:cuda", "cupy"):
+        be = get_backend(name)
+        if be.name == "numpy":
+            emit({"case": f"gpu_{case}", "backend": name, "skipped": "not available"})
+            continue
+        s = from_spec(spec)
+        kind = s.signal_kind
+        signal = Signal(kind, flat.shape[1:], calib.get("energy_eV"), None)
+        weights = be.asarray(_weights(s, signal, flat[:64]))
+        resident = be.asarray(flat)
+        step = max(1, (256 << 20) // (4 * signal.pixels))
+
+        def on_card() -> None:
+            for i in range(0, len(flat), step):
+                s.process(be.load(resident[i:i + step], weights, data.dtype != np.float32), signal, be)
+            torch.cuda.synchronize()
+
+        t_res = timed(on_card, repeat)
+        t_str = timed(lambda: reduce(spec, data, backend=be, **calib), repeat)
+        emit({"case": f"gpu_{case}", "backend": repr(be), "card": torch.cuda.get_device_name(), "dtype": str(data.dtype),
+              "resident_gbps": round(gb / t_res, 1), "streamed_gbps": round(gb / t_str, 1),
+              "hbm_copy_gbps": round(hbm, 1), "h2d_pinned_gbps": round(h2d, 1),
+              "x_hbm": round(gb / t_res / hbm, 2), "x_h2d": round(gb / t_str / h2d, 2)})
+        del resident
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a quarter of the scan positions")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs per case (median; default 3)")
+    parser.add_argument("--no-peers", action="store_true", help="skip LiberTEM and py4DSTEM")
+    parser.add_argument("--no-gpu", dest="gpu", action="store_false", help="skip the CUDA cases")
+    parser.add_argument("--only", choices=("4d", "eels"), help="one family of cases")
+    parser.add_argument("--peer-worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.peer_worker:
+        print(json.dumps(peer_worker(json.loads(args.peer_worker))))
+        return
+    with tempfile.TemporaryDirectory(prefix="emedge-bench-") as tmp:
+        if args.only in (None, "4d"):
+            bench_4d(args, tmp)
+    if args.only in (None, "eels"):
+        bench_eels(args)
+
+
+if __name__ == "__main__":
+    main()

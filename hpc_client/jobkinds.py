@@ -21,11 +21,13 @@ from hpc_client.job import JobSpec, Resources
 
 def reduce_emd_job(emd_path: str, scalarizer: typing.Union[str, dict[str, typing.Any]], out: str = "reduced.npy",
                    python: str = sys.executable, resources: Resources = Resources(), **spec: typing.Any) -> JobSpec:
-    """Scalarize every frame of ``emd_path`` on the node into ``out`` (``emedge scalarize``)."""
+    """Scalarize every frame of ``emd_path`` on the node into ``out`` (``emedge scalarize``); the
+    per-frame reason codes come back too, as ``<out stem>.reason.npy``."""
     spec_text = scalarizer if isinstance(scalarizer, str) else json.dumps(scalarizer)
+    reasons = os.path.splitext(out)[0] + ".reason.npy"
     return JobSpec(command=[python, "-m", "emedge_core", "scalarize", os.path.basename(emd_path),
                             "--scalarizer", spec_text, "--out", out],
-                   name="reduce", resources=resources, stage_in=[emd_path], stage_out=[out], **spec)
+                   name="reduce", resources=resources, stage_in=[emd_path], stage_out=[out, reasons], **spec)
 
 
 def retrain_job(experiment_h5: str, out: str = "maps.emd", window: typing.Optional[int] = None,

@@ -191,11 +191,18 @@ def test_retrain_job_kind_locally(client: Client, tmp_path: typing.Any) -> None:
     assert pred.shape == (20, 20) and np.isfinite(pred[4:16, 4:16]).all() and np.isnan(pred[0, 0])
 
 
-def test_reduce_job_kind_builds_the_scalarize_command(tmp_path: typing.Any) -> None:
-    spec = reduce_emd_job(str(tmp_path / "scan.emd"), {"name": "eels_peak_energy"}, python="python3")
-    assert spec.command is not None and list(spec.command[:4]) == ["python3", "-m", "emedge_core", "scalarize"]
-    assert spec.command[4] == "scan.emd" and json.loads(spec.command[6]) == {"name": "eels_peak_energy"}
-    assert spec.stage_out == ["reduced.npy"] and spec.stage_in == [str(tmp_path / "scan.emd")]
+def test_reduce_job_kind_runs_emedge_scalarize(client: Client, tmp_path: typing.Any) -> None:
+    from emedge_core import emd
+
+    frames = np.random.default_rng(0).poisson(5, size=(6, 5, 16, 16)).astype(np.float32)
+    emd.write(str(tmp_path / "scan.emd"), {"data": frames}, codec="raw")
+    spec = reduce_emd_job(str(tmp_path / "scan.emd"), {"name": "virtual_bf"})
+    assert spec.command is not None and list(spec.command[1:5]) == ["-m", "emedge_core", "scalarize", "scan.emd"]
+    done = client.wait(client.submit(spec).id, timeout=60)
+    assert done.state == JobState.COMPLETED, done.stderr_tail
+    assert sorted(done.outputs) == ["reduced.npy", "reduced.reason.npy"]
+    reduced = np.load(sorted(client.fetch(done.id, str(tmp_path / "back")))[0])
+    assert reduced.shape == (6, 5) and np.isfinite(reduced).all()
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:

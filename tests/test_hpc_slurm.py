@@ -29,7 +29,7 @@ from hpc_client import (AuthError, HPCError, JobFailed, JobNotFound, JobSpec, Jo
                         open_client)
 from hpc_client.backends.slurmrest import SlurmRestBackend
 from hpc_client.client import Client
-from hpc_client.jobkinds import retrain_job
+from hpc_client.jobkinds import reduce_emd_job, retrain_job
 from hpc_client.registry import Registry
 
 pytestmark = pytest.mark.slurm
@@ -319,3 +319,14 @@ def test_retrain_job_kind_on_slurm(client: Client, tmp_path: typing.Any) -> None
     (maps,) = client.fetch(job.id, str(tmp_path / "back"))
     arrays = emd.read(maps)
     assert arrays["prediction"].shape == (24, 24) and np.isfinite(arrays["uncertainty"][4:20, 4:20]).all()
+
+
+def test_reduce_emd_job_kind_on_slurm(client: Client, tmp_path: typing.Any) -> None:
+    from emedge_core import emd
+
+    frames = np.random.default_rng(1).poisson(5, size=(4, 6, 16, 16)).astype(np.float32)
+    emd.write(str(tmp_path / "scan.emd"), {"data": frames}, codec="raw")
+    done = client.wait(client.submit(reduce_emd_job(str(tmp_path / "scan.emd"), "virtual_bf")).id, timeout=120)
+    assert done.state == JobState.COMPLETED, done.stderr_tail
+    reduced = np.load(sorted(client.fetch(done.id, str(tmp_path / "back")))[0])
+    assert reduced.shape == (4, 6) and np.isfinite(reduced).all()

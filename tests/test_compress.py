@@ -35,7 +35,7 @@ def frame_axis(a: np.ndarray) -> int:
 
 DATA = kinds()
 LOSSLESS = ["raw", "gzip", "gzip:level=4", "zstd", "zstd:level=9", "blosc2", "blosc2:cname=lz4,shuffle=byte",
-            "blosc2:cname=zstd,clevel=5", "delta+blosc2", "delta+zstd", "bitshuffle", "bitshuffle:cname=zstd"]
+            "blosc2:cname=zstd,clevel=5", "blosc2:shuffle=bytedelta", "delta+blosc2", "delta+zstd", "bitshuffle", "bitshuffle:cname=zstd"]
 
 
 @pytest.mark.parametrize("kind", sorted(DATA))

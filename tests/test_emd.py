@@ -31,7 +31,7 @@ def test_file_round_trip_is_bit_exact(tmp_path, spec: str) -> None:
         assert stats[name]["lossless"] and stats[name]["raw_bytes"] == a.nbytes
 
 
-@pytest.mark.parametrize("spec", ["blosc2", "bitshuffle", "gzip", "zstd", "sz3:abs=0.5"])
+@pytest.mark.parametrize("spec", ["blosc2", "blosc2:shuffle=bytedelta", "bitshuffle", "gzip", "zstd", "sz3:abs=0.5"])
 def test_plain_h5py_with_hdf5plugin_reads_filtered_arrays(tmp_path, spec: str) -> None:
     a = DATA["integrating"]
     path = str(tmp_path / "f.h5")

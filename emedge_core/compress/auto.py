@@ -1,6 +1,6 @@
 """``auto``: choose the codec for one data set by compressing a sample with each candidate.
 
-Candidates are lossless and fast (Blosc2 Zstd level 1 with bit or byte shuffle, the same after
+Candidates are lossless and fast (Blosc2 Zstd level 1 with bitshuffle or byte shuffle + byte-delta, the same after
 frame-delta prediction, sparse events for integer detector frames of at least ``SPARSE_MIN_PIXELS``,
 and no compression at all for arrays too small to gain). The winner is the best ratio on the
 sample; ties go to the earlier candidate, so the choice is deterministic (no timing involved).
@@ -14,7 +14,7 @@ import numpy as np
 
 from emedge_core.compress.codec import parse
 
-CANDIDATES = ("blosc2", "blosc2:shuffle=byte", "delta+blosc2", "sparse", "raw")
+CANDIDATES = ("blosc2", "blosc2:shuffle=bytedelta", "delta+blosc2", "sparse", "raw")
 SPARSE_MIN_PIXELS = 1024
 
 

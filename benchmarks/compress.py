@@ -1,0 +1,255 @@
+"""Compression benchmark: emedge codecs beside the peers, same data, same run.
+
+    python benchmarks/compress.py [--quick] [--repeat N] [--sets a,b] [--table]
+
+One JSON line per data set x method x threads on stdout: ratio, compress / decompress MB/s
+(MB = 1e6 raw bytes; median of --repeat runs), lossless, max_abs_error, error bound, chunk shape
+and the 1-minute load average. Every method writes a real HDF5 file on /dev/shm (RAM) with the
+same chunk shape (one scan-row run of about 1 MiB); decompression reads it back whole.
+
+Peers: gzip-9 (h5py), Blosc2 zstd5 + bitshuffle (hdf5plugin filter, and blosc2.compress2 in
+memory on 1 and 2 threads), bitshuffle-LZ4 (hdf5plugin), raw zstd-3 (zstandard on each chunk, 1
+and 2 threads). emedge: ``auto``, its candidates on 1 and 2 threads, sparse events, and lossy SZ3 /
+ZFP / sqrt quantisation with their bounds. ``--table`` adds a Markdown summary on stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+import typing
+
+import h5py
+import hdf5plugin
+import numpy as np
+
+from emedge_core import emd
+
+TMP = "/dev/shm" if os.path.isdir("/dev/shm") else "/tmp"
+
+
+# ---------------------------------------------------------------- data sets
+
+
+def _disk(k: int, r: float) -> np.ndarray:
+    yy, xx = np.mgrid[:k, :k]
+    return ((yy - k / 2) ** 2 + (xx - k / 2) ** 2) < r ** 2
+
+
+def counting(scan: int, k: int, bg: float, bright: float, seed: int = 0) -> np.ndarray:
+    """Electron-counting 4D-STEM (scan, scan, k, k) uint16: Poisson background ``bg`` e/px, BF disk ``bright``."""
+    lam = np.where(_disk(k, k / 8), bright, bg).astype(np.float32)
+    return np.random.default_rng(seed).poisson(lam, (scan, scan, k, k)).astype(np.uint16)
+
+
+def integrating(scan: int, k: int, seed: int = 1) -> np.ndarray:
+    """Integrating-detector 4D-STEM (scan, scan, k, k) float32: disk 1000, background 10, N(0, 3) noise."""
+    base = np.where(_disk(k, k / 8), 1000.0, 10.0).astype(np.float32)
+    return (base + np.random.default_rng(seed).normal(0, 3, (scan, scan, k, k))).astype(np.float32)
+
+
+def eels_si(scan: int, channels: int, seed: int = 2) -> np.ndarray:
+    """EELS spectrum image (scan, scan, E) float32: power-law background + C/N/O edges + Poisson."""
+    rng = np.random.default_rng(seed)
+    e = np.linspace(100, 900, channels)
+    thick = 1 + 0.3 * np.sin(np.arange(scan) / 5)[:, None] * np.cos(np.arange(scan) / 7)[None, :]
+    edges = sum(w * (e > e0) * (e / e0) ** -2 for e0, w in ((284, 300), (401, 150), (532, 200)))
+    lam = thick[..., None] * (2e5 * (e / 100) ** -3 + edges)
+    return rng.poisson(lam).astype(np.float32)
+
+
+def insitu(frames: int, size: int, seed: int = 3) -> np.ndarray:
+    """In-situ image series (frames, size, size) uint16: a lattice drifting 0.3 px/frame + Poisson."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size].astype(np.float32)
+    out = np.empty((frames, size, size), np.uint16)
+    for t in range(frames):
+        x, y = xx + 0.3 * t, yy + 0.1 * t
+        out[t] = rng.poisson(40 + 30 * np.cos(2 * np.pi * x / 7) * np.cos(2 * np.pi * y / 7))
+    return out
+
+
+def data_sets(quick: bool) -> dict[str, tuple[np.ndarray, int]]:
+    """{name: (array, frame dimensions)}; --quick makes each a few MB."""
+    s, k = (8, 64) if quick else (32, 128)
+    return {
+        "counting_0.05": (counting(s, k, 0.05, 0.5), 2),
+        "counting_0.1": (counting(s, k, 0.1, 2.0), 2),
+        "counting_0.5": (counting(s, k, 0.5, 5.0), 2),
+        "integrating": (integrating(s, k), 2),
+        "eels_si": (eels_si(16 if quick else 64, 256 if quick else 1024), 1),
+        "insitu": (insitu(8 if quick else 64, 128 if quick else 512), 2),
+    }
+
+
+# ---------------------------------------------------------------- methods
+
+
+class Result(typing.NamedTuple):
+    stored: int
+    seconds: float
+    read_seconds: float
+    back: np.ndarray
+
+
+def _chunks(a: np.ndarray, sig: int) -> tuple[int, ...]:
+    nav, frame = a.shape[:a.ndim - sig], a.shape[a.ndim - sig:]
+    c = emd.chunk_frames_for(frame, a.itemsize, nav[-1])
+    return (1,) * (len(nav) - 1) + (c, *frame)
+
+
+def run_h5_filter(a: np.ndarray, sig: int, kwargs: dict[str, typing.Any]) -> Result:
+    path = os.path.join(TMP, f"bench-{os.getpid()}.h5")
+    t0 = time.perf_counter()
+    with h5py.File(path, "w") as f:
+        d = f.create_dataset("data", data=a, chunks=_chunks(a, sig), **kwargs)
+    seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with h5py.File(path, "r") as f:
+        d = f["data"]
+        back, stored = d[()], d.id.get_storage_size()
+    read = time.perf_counter() - t0
+    os.remove(path)
+    return Result(stored, seconds, read, back)
+
+
+def run_emedge(a: np.ndarray, sig: int, spec: str) -> Result:
+    path = os.path.join(TMP, f"bench-{os.getpid()}.h5")
+    t0 = time.perf_counter()
+    stats = emd.write(path, {"data": a}, codec=spec, sig_ndim={"data": sig})
+    seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    back = emd.read(path, "data")
+    read = time.perf_counter() - t0
+    os.remove(path)
+    return Result(stats["data"]["stored_bytes"], seconds, read, back)
+
+
+def run_in_memory(a: np.ndarray, sig: int, encode: typing.Callable[[np.ndarray], bytes],
+                  decode: typing.Callable[[bytes], np.ndarray]) -> Result:
+    """Per-chunk codecs outside HDF5 (the raw-zstd and blosc2.compress2 peers)."""
+    shape = _chunks(a, sig)
+    flat = a.reshape((-1, *a.shape[a.ndim - sig:]))
+    c = shape[len(shape) - sig - 1]
+    t0 = time.perf_counter()
+    blobs = [encode(np.ascontiguousarray(flat[i:i + c])) for i in range(0, len(flat), c)]
+    seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    back = np.concatenate([decode(b) for b in blobs]).view(a.dtype).reshape(a.shape)
+    read = time.perf_counter() - t0
+    return Result(sum(len(b) for b in blobs), seconds, read, back)
+
+
+def _zstd(threads: int) -> tuple[typing.Callable[[np.ndarray], bytes], typing.Callable[[bytes], np.ndarray]]:
+    import zstandard
+
+    comp = zstandard.ZstdCompressor(level=3, threads=threads if threads > 1 else 0)
+    dec = zstandard.ZstdDecompressor()
+    return (lambda x: comp.compress(x.data)), (lambda b: np.frombuffer(dec.decompress(b), np.uint8))
+
+
+def _blosc2_peer(threads: int) -> tuple[typing.Callable[[np.ndarray], bytes], typing.Callable[[bytes], np.ndarray]]:
+    import blosc2
+
+    def enc(x: np.ndarray) -> bytes:
+        return blosc2.compress2(x, cparams=blosc2.CParams(codec=blosc2.Codec.ZSTD, clevel=5, typesize=x.itemsize,
+                                                          filters=[blosc2.Filter.BITSHUFFLE], nthreads=threads))
+
+    def dec(b: bytes) -> np.ndarray:
+        return np.frombuffer(blosc2.decompress2(b, dparams=blosc2.DParams(nthreads=threads)), np.uint8)
+
+    return enc, dec
+
+
+def methods(a: np.ndarray) -> list[tuple[str, bool, int, typing.Callable[[np.ndarray, int], Result]]]:
+    """(name, is_peer, threads, run(a, sig)) for this array."""
+    out: list[tuple[str, bool, int, typing.Callable[[np.ndarray, int], Result]]] = [
+        ("gzip-9 (h5py)", True, 1, lambda x, s: run_h5_filter(x, s, {"compression": "gzip", "compression_opts": 9})),
+        ("blosc2 zstd5+bitshuffle (hdf5plugin)", True, 1,
+         lambda x, s: run_h5_filter(x, s, dict(hdf5plugin.Blosc2("zstd", 5, hdf5plugin.Blosc2.BITSHUFFLE)))),
+        ("bitshuffle-lz4 (hdf5plugin)", True, 1, lambda x, s: run_h5_filter(x, s, dict(hdf5plugin.Bitshuffle(cname="lz4")))),
+    ]
+    for t in (1, 2):
+        out.append(("zstd-3 raw (zstandard)", True, t, lambda x, s, t=t: run_in_memory(x, s, *_zstd(t))))
+        out.append(("blosc2 zstd5+bitshuffle (compress2)", True, t, lambda x, s, t=t: run_in_memory(x, s, *_blosc2_peer(t))))
+    out.append(("emedge auto", False, 2, lambda x, s: run_emedge(x, s, "auto")))
+    for spec in ("blosc2", "blosc2:shuffle=bytedelta", "delta+blosc2"):
+        for t in (1, 2):
+            out.append((f"emedge {spec}", False, t, lambda x, s, spec=spec, t=t: run_emedge(x, s, _threads(spec, t))))
+    if a.dtype.kind == "u":
+        out.append(("emedge sparse", False, 1, lambda x, s: run_emedge(x, s, "sparse")))
+        out.append(("emedge sqrt:q=1", False, 2, lambda x, s: run_emedge(x, s, "sqrt:q=1")))
+    else:
+        for spec in ("sz3:abs=1", "sz3:abs=3", "sz3:abs=10", "zfp:accuracy=3"):
+            out.append((f"emedge {spec}", False, 1, lambda x, s, spec=spec: run_emedge(x, s, spec)))
+        if a.min() >= -0.375:
+            out.append(("emedge sqrt:q=1", False, 2, lambda x, s: run_emedge(x, s, "sqrt:q=1")))
+    return out
+
+
+def _threads(spec: str, threads: int) -> str:
+    return spec + ("," if ":" in spec else ":") + f"threads={threads}"
+
+
+def measure(name: str, a: np.ndarray, sig: int, method: str, peer: bool, threads: int,
+            run: typing.Callable[[np.ndarray, int], Result], repeat: int) -> dict[str, typing.Any]:
+    runs = [run(a, sig) for _ in range(1 if method.startswith("gzip") else repeat)]
+    r = runs[0]
+    err = float(np.max(np.abs(r.back.astype(np.float64) - a))) if r.back.shape == a.shape else float("nan")
+    mb = a.nbytes / 1e6
+    spec = method.split(" ", 1)[1] if method.startswith("emedge ") else ""
+    bound = None
+    if spec.startswith(("sz3", "zfp")):
+        bound = f"|error| <= {spec.split('=')[1]} (absolute)"
+    elif spec.startswith("sqrt"):
+        bound = "|error| <= q/2*sqrt(x+3/8) + q^2/16 (+0.5 ints), q=1"
+    return {"dataset": name, "shape": list(a.shape), "dtype": a.dtype.name, "raw_MB": round(mb, 2), "method": method,
+            "peer": peer, "threads": threads, "ratio": round(a.nbytes / r.stored, 3),
+            "compress_MBps": round(mb / statistics.median(x.seconds for x in runs), 1),
+            "decompress_MBps": round(mb / statistics.median(x.read_seconds for x in runs), 1),
+            "lossless": err == 0.0, "max_abs_error": err, "error_bound": bound,
+            "chunks": list(_chunks(a, sig)), "load1": round(os.getloadavg()[0], 2)}
+
+
+def table(rows: list[dict[str, typing.Any]]) -> str:
+    """Markdown: one row per method x threads, one column per data set (ratio, comp/decomp MB/s)."""
+    sets = list(dict.fromkeys(r["dataset"] for r in rows))
+    keys = list(dict.fromkeys((r["method"], r["threads"]) for r in rows))
+    cell = {(r["method"], r["threads"], r["dataset"]): r for r in rows}
+    lines = ["| method | thr | " + " | ".join(sets) + " |", "|---|---|" + "---|" * len(sets)]
+    for m, t in keys:
+        cells = []
+        for s in sets:
+            r = cell.get((m, t, s))
+            cells.append("-" if r is None else
+                         f"{r['ratio']:.3g}, {r['compress_MBps']:.0f}/{r['decompress_MBps']:.0f}"
+                         + ("" if r["lossless"] else f" (err {r['max_abs_error']:.3g})"))
+        lines.append(f"| {m} | {t} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: typing.Optional[typing.Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="small data sets (seconds, for CI)")
+    p.add_argument("--repeat", type=int, default=3, help="runs per measurement; the median is reported")
+    p.add_argument("--sets", default=None, help="comma-separated subset of data sets")
+    p.add_argument("--table", action="store_true", help="also print a Markdown table on stderr")
+    args = p.parse_args(argv)
+    rows = []
+    for name, (a, sig) in data_sets(args.quick).items():
+        if args.sets and name not in args.sets.split(","):
+            continue
+        for method, peer, threads, run in methods(a):
+            row = measure(name, a, sig, method, peer, threads, run, args.repeat)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    if args.table:
+        print(table(rows), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -43,6 +43,6 @@ class JobFailed(HPCError):
 
     def __init__(self, job: "Job") -> None:
         tail = (job.stderr_tail or "").strip().splitlines()[-5:]
-        detail = f"; stderr tail:\n  " + "\n  ".join(tail) if tail else ""
+        detail = "; stderr tail:\n  " + "\n  ".join(tail) if tail else ""
         super().__init__(f"job {job.id} ended {job.state.value} (exit code {job.exit_code}){detail}")
         self.job = job

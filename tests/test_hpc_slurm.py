@@ -266,7 +266,7 @@ def test_503_answers_are_retried(client: Client, proxy: FaultProxy) -> None:
     impatient = SlurmRestBackend(url=proxy.url, user=os.environ["SLURM_REST_USER"],
                                  token=Secret(os.environ["SLURM_REST_TOKEN"]), staging_dir="/tmp",
                                  policy=RetryPolicy(status=1, backoff_factor=0.01))
-    with pytest.raises(Exception, match="503"):
+    with pytest.raises(HPCError, match="HTTP 503"):
         impatient.status(job.id.split(":")[1])
 
 

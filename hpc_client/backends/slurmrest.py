@@ -23,7 +23,7 @@ import typing
 
 from hpc_client.backends import NativeStatus, slurm_state
 from hpc_client.errors import AuthError, ConfigError, HPCError, JobNotFound
-from hpc_client.job import JobSpec, JobState
+from hpc_client.job import JobSpec
 from hpc_client.staging import SharedDirStager, StagedJob
 from hpc_client.transport import RetryPolicy, Secret, Session
 

@@ -250,7 +250,8 @@ def bench_gpu(case: str, spec: dict[str, typing.Any], data: np.ndarray, repeat: 
         s = from_spec(spec)
         kind = s.signal_kind
         signal = Signal(kind, flat.shape[1:], calib.get("energy_eV"), None)
-        weights = be.asarray(_weights(s, signal, flat[:64]))
+        rows = _weights(s, signal, flat[:64])
+        weights = None if rows is None else be.asarray(rows)
         resident = be.asarray(flat)
         step = max(1, (256 << 20) // (4 * signal.pixels))
 

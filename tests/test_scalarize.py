@@ -273,10 +273,22 @@ def test_every_bad_frame_kind_gets_nan_and_its_reason() -> None:
     np.testing.assert_allclose(out.values[~bad], base[~bad], rtol=1e-6)
 
 
+def test_a_nan_outside_the_detector_mask_still_counts() -> None:
+    data = np.ones((3, 16, 16), np.float32)
+    data[1, 0, 0] = np.nan                   # outside the bright-field disk
+    data[2, 0, 15] = -np.inf
+    out = from_spec({"name": "virtual_bf", "outer": 3})(Frames(data, "diffraction"))
+    assert out.reason.tolist() == [Reason.OK, Reason.NONFINITE, Reason.NONFINITE]
+    zero_inside = np.zeros((1, 16, 16), np.float32)
+    zero_inside[0, 0, 0] = 5                 # counts only outside the CoM disk: no value, but not empty
+    out = from_spec({"name": "com", "radius": 3})(Frames(zero_inside, "diffraction"))
+    assert out.reason.tolist() == [Reason.FAILED]
+
+
 def test_uint16_saturation_defaults_to_the_dtype_max() -> None:
     data = np.full((3, 8, 8), 7, np.uint16)
     data[1, 2, 2] = 65535
-    out = from_spec("virtual_bf")(Frames(data, "diffraction"))
+    out = from_spec("com_magnitude")(Frames(data, "diffraction"))
     assert out.reason.tolist() == [Reason.OK, Reason.SATURATED, Reason.OK]
 
 

@@ -3,13 +3,16 @@
 A :class:`Backend` hands the reductions an array-API namespace (``be.xp``, from
 ``array_api_compat``) so the maths is written once, and does the one heavy step
 every reduction shares: :meth:`Backend.load` brings a chunk of frames onto the
-device as float32 and, in the same pass over the data, projects it on a few
-weight rows (a ones row first: the frame totals that screen bad frames; then the
-reduction's own rows, e.g. the CoM coordinates or a virtual-detector mask) and
-takes the frame maxima when saturation is checked.
+device as float32 and, in the same pass over the data, projects it on the
+reduction's weight rows (e.g. a virtual-detector mask, or the mask and the masked
+CoM coordinates; without rows, the frame totals) and takes the frame maxima when
+saturation is checked. Row 0 has weights >= 0: a NaN or inf pixel anywhere makes
+its projection non-finite (0 * NaN is NaN) and an all-zero frame makes it zero,
+so it screens the frames for bad ones at no extra cost.
 
-On NumPy the pass is tiled so each tile (about 1 MiB) is cast, maxed and
-multiplied while it sits in the core's cache: one read of the data from memory.
+On NumPy the pass is tiled so each tile (512 KiB) is cast, maxed and multiplied
+while it sits in the core's cache: one read of the data from memory. Tiles stay
+small enough that OpenBLAS runs them on one thread, which holds up on a busy machine.
 On CUDA the chunk goes through pinned host memory on a copy stream, so the
 transfer of chunk i+1 overlaps the compute on chunk i (:meth:`Backend.uploads`).
 
@@ -29,19 +32,17 @@ import numpy as np
 
 from emedge_core import EmedgeError
 
-#: bytes of float32 per CPU tile: small enough to stay in a core's L2 cache
-TILE_BYTES = 1 << 20
-#: frames per CPU tile at most (OpenBLAS's skinny GEMM is fastest up to ~16 columns)
-TILE_FRAMES = 16
+#: bytes of float32 per CPU tile: in a core's L2 cache, and a GEMM OpenBLAS keeps on one thread
+TILE_BYTES = 512 << 10
 
 
 @dataclasses.dataclass
 class Chunk:
     """A chunk of frames on the device.
 
-    data: (n, *sig) float32 frames; proj: (1 + k, n) float32 projections, row 0 the frame
-    totals (counts), rows 1.. the reduction's weight rows; maxv: (n,) float32 frame maxima
-    (counts) or None when saturation is not checked.
+    data: (n, *sig) float32 frames; proj: (k, n) float32 projections on the reduction's
+    k weight rows, or (1, n) frame totals (counts) when it has none; maxv: (n,) float32
+    frame maxima (counts) or None when saturation is not checked.
     """
 
     data: typing.Any
@@ -85,22 +86,26 @@ class Backend:
     def load(self, raw: typing.Any, weights: typing.Any, want_max: bool) -> Chunk:
         """Frames ``raw`` (n, *sig) of any real dtype -> :class:`Chunk`.
 
-        weights: (1 + k, P) float32 device array (row 0 all ones), P = pixels per frame.
+        weights: (k, P) float32 device array, row 0 >= 0 (P = pixels per frame), or None
+        for the frame totals alone.
         """
         n = raw.shape[0]
         p = int(np.prod(raw.shape[1:]))
         src = np.ascontiguousarray(raw).reshape(n, p)
         data = src if src.dtype == np.float32 else np.empty((n, p), np.float32)
-        proj = np.empty((weights.shape[0], n), np.float32)
+        proj = np.empty((1 if weights is None else weights.shape[0], n), np.float32)
         maxv = np.empty(n, np.float32) if want_max else None
-        step = max(1, min(TILE_FRAMES, TILE_BYTES // (4 * p)))
+        step = max(1, TILE_BYTES // (4 * p))
         for i in range(0, n, step):
             tile = slice(i, min(i + step, n))
             if data is not src:
                 np.copyto(data[tile], src[tile], casting="unsafe")
             if maxv is not None:
                 maxv[tile] = src[tile].max(axis=1)
-            np.matmul(weights, data[tile].T, out=proj[:, tile])
+            if weights is None:
+                np.sum(data[tile], axis=1, out=proj[0, tile])
+            else:
+                np.matmul(weights, data[tile].T, out=proj[:, tile])
         return Chunk(data.reshape(raw.shape), proj, maxv)
 
 
@@ -170,7 +175,7 @@ class TorchBackend(Backend):
         x = torch.as_tensor(raw, device=self.device)
         data = x if x.dtype == torch.float32 else x.to(torch.float32)
         flat = data.reshape(data.shape[0], -1)
-        proj = weights @ flat.T
+        proj = flat.sum(dim=1)[None] if weights is None else weights @ flat.T
         maxv = flat.amax(dim=1) if want_max else None
         return Chunk(data, proj, maxv)
 
@@ -237,7 +242,7 @@ class CupyBackend(Backend):
         x = cupy.asarray(raw)
         data = x if x.dtype == cupy.float32 else x.astype(cupy.float32)
         flat = data.reshape(data.shape[0], -1)
-        proj = weights @ flat.T
+        proj = flat.sum(axis=1)[None] if weights is None else weights @ flat.T
         maxv = flat.max(axis=1) if want_max else None
         return Chunk(data, proj, maxv)
 

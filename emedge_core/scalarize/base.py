@@ -6,7 +6,8 @@ and three verbs:
 
 - :meth:`Scalarizer.prepare` - once per data set: check the calibration, resolve
   "auto" parameters from a first chunk, and return the weight rows (k, P) the
-  shared pass should project every frame on (or None);
+  shared pass should project every frame on (row 0 >= 0, e.g. the mask; it also
+  screens the frames), or None for the frame totals;
 - :meth:`Scalarizer.process` - per chunk, on the device: reduce a
   :class:`~emedge_core.scalarize.backends.Chunk` to (n,) or (n, k) values with the
   array-API namespace ``be.xp``, never branching on the backend;
@@ -103,7 +104,8 @@ class Scalarizer(abc.ABC):
     # -- declared by subclasses ------------------------------------------------
     def prepare(self, signal: Signal, sample: np.ndarray) -> typing.Optional[np.ndarray]:
         """Check ``signal`` and resolve data-dependent parameters from ``sample`` (m, *sig) float64
-        good frames of the first chunk; return (k, P) weight rows to project every frame on, or None."""
+        good frames of the first chunk; return (k, P) weight rows to project every frame on
+        (row 0 >= 0 and not all zero), or None for the frame totals alone."""
         if signal.kind != self.signal_kind:
             raise EmedgeError(f"scalarizer {self.name!r} needs {self.signal_kind} frames, got {signal.kind}")
         return None
@@ -149,8 +151,9 @@ class Scalarizer(abc.ABC):
 def screen(chunk: "Chunk", be: "Backend", level: typing.Optional[float]) -> np.ndarray:
     """Reason code (n,) uint8 for the frames of ``chunk``; ``level``: saturation counts or None.
 
-    Uses the frame totals (``chunk.proj[0]``) and maxima from the shared pass; only frames
-    whose total is non-finite or zero are looked at again, pixel by pixel.
+    Uses ``chunk.proj[0]`` (a projection on weights >= 0: the frame totals or the reduction's
+    mask) and the maxima from the shared pass; only frames whose projection is non-finite or
+    zero are looked at again, pixel by pixel.
     """
     xp = be.xp
     total = chunk.proj[0]

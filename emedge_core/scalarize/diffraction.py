@@ -1,7 +1,7 @@
 """4D-STEM centre-of-mass reductions and the detector geometry they share.
 
 Every reduction here is a projection: the shared pass multiplies each pattern
-(ky, kx) by a few weight rows (the masked row and column coordinates and the mask),
+(ky, kx) by a few weight rows (the mask and the masked row and column coordinates),
 so the CoM costs one read of the data. Coordinates are detector pixels (row, col)
 relative to ``center``: None = the geometric centre ((ky-1)/2, (kx-1)/2), "auto" =
 the bright-field disk found in the first chunk (:func:`bf_disk`), or (row, col).
@@ -116,20 +116,20 @@ class _CoMBase(Geometry, Scalarizer):
         self.units = units
 
     def prepare(self, signal: Signal, sample: np.ndarray) -> np.ndarray:
-        """Rows: mask * (row - cy), mask * (col - cx), mask; (3, ky*kx)."""
+        """Rows: mask, mask * (row - cy), mask * (col - cx); (3, ky*kx)."""
         super().prepare(signal, sample)
         cy, cx, _ = self._geometry(signal, sample)
         self._found["center_px"] = [cy, cx]
         radius = self._px(self.radius, signal)
         mask = np.ones(signal.shape, np.float32) if radius is None else annulus(signal.shape, cy, cx, 0.0, radius)
         rows, cols = np.indices(signal.shape, dtype=np.float64)
-        return np.stack([(mask * (rows - cy)).ravel(), (mask * (cols - cx)).ravel(), mask.ravel()])
+        return np.stack([mask.ravel(), (mask * (rows - cy)).ravel(), (mask * (cols - cx)).ravel()])
 
     def _com(self, chunk: "Chunk", be: "Backend") -> typing.Any:
         """(n, 2) float64 CoM (row, col) in px from the projections."""
         xp = be.xp
-        p = xp.astype(chunk.proj[1:4], xp.float64)
-        return xp.stack([p[0] / p[2], p[1] / p[2]], axis=1)
+        p = xp.astype(chunk.proj, xp.float64)
+        return xp.stack([p[1] / p[0], p[2] / p[0]], axis=1)
 
 
 @register

@@ -111,13 +111,17 @@ def _energy(energy_eV: typing.Optional[np.ndarray], sig: tuple[int, ...], kind: 
     return e
 
 
-def _weights(scalarizer: Scalarizer, signal: Signal, first: np.ndarray) -> np.ndarray:
-    """(1 + k, P) float32 host rows: ones (totals), then the scalarizer's own rows."""
+def _weights(scalarizer: Scalarizer, signal: Signal, first: np.ndarray) -> typing.Optional[np.ndarray]:
+    """The scalarizer's (k, P) float32 weight rows (row 0 >= 0, it screens the frames), or None."""
     flat = np.asarray(first, np.float64).reshape(len(first), -1)
     good = flat[np.isfinite(flat).all(axis=1) & (flat != 0).any(axis=1)]
     rows = scalarizer.prepare(signal, good.reshape((-1,) + signal.shape))
-    ones = np.ones((1, signal.pixels), np.float32)
-    return ones if rows is None else np.concatenate([ones, np.asarray(rows, np.float32)], axis=0)
+    if rows is None:
+        return None
+    rows = np.asarray(rows, np.float32).reshape(-1, signal.pixels)
+    if (rows[0] < 0).any() or not rows[0].any():
+        raise ValueError(f"{scalarizer.name}: weight row 0 must be >= 0 and not all zero (it screens the frames)")
+    return rows
 
 
 def _saturation(scalarizer: Scalarizer, dtype: np.dtype) -> typing.Optional[float]:
@@ -147,6 +151,7 @@ def reduce(scalarizer: typing.Union[str, dict[str, typing.Any], Scalarizer], sou
     values: list[np.ndarray] = []
     reasons: list[np.ndarray] = []
     raw_bytes = 0
+    prepared = False
     weights_host: typing.Optional[np.ndarray] = None
     weights = None
     pulled: collections.deque[np.ndarray] = collections.deque()
@@ -168,9 +173,9 @@ def reduce(scalarizer: typing.Union[str, dict[str, typing.Any], Scalarizer], sou
                     reasons.append(np.full(n, Reason.SHAPE, np.uint8))
                     pulled.popleft()
                     continue
-                if weights_host is None:
-                    weights_host = _weights(s, src.signal, host)
-                if weights is None:
+                if not prepared:
+                    weights_host, prepared = _weights(s, src.signal, host), True
+                if weights is None and weights_host is not None:
                     weights = be.asarray(weights_host)
                 level = _saturation(s, host.dtype)
                 chunk = be.load(dev, weights, level is not None)

@@ -67,7 +67,7 @@ class _Annular(Geometry, Scalarizer):
         return annulus(signal.shape, cy, cx, radii[0], radii[1]).reshape(1, -1)
 
     def process(self, chunk: "Chunk", signal: Signal, be: "Backend") -> typing.Any:
-        return chunk.proj[1]
+        return chunk.proj[0]
 
 
 @register

@@ -95,6 +95,9 @@ class Backend:
         data = src if src.dtype == np.float32 else np.empty((n, p), np.float32)
         proj = np.empty((1 if weights is None else weights.shape[0], n), np.float32)
         maxv = np.empty(n, np.float32) if want_max else None
+        if weights is None and data is src and maxv is None:      # totals alone: one streaming sum
+            np.sum(data, axis=1, out=proj[0])
+            return Chunk(data.reshape(raw.shape), proj, None)
         step = max(1, TILE_BYTES // (4 * p))
         for i in range(0, n, step):
             tile = slice(i, min(i + step, n))

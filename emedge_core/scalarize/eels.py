@@ -139,9 +139,12 @@ class EELSPeakEnergy(_EELS):
         zlp, shift = self._shift(chunk.data, signal, xp)
         seg = self._window(chunk.data, "range_eV", shift, xp)
         s = self.smooth
-        if s > 1:
-            cs = xp.cumulative_sum(seg, axis=1, include_initial=True)
-            seg = (cs[:, s:] - cs[:, :-s]) / s      # channel j of seg is channel j + s//2 of the window
+        if s > 1:                                   # box mean; channel j is channel j + s//2 of the window
+            m = seg.shape[1] - s + 1
+            box = seg[:, 0:m]
+            for j in range(1, s):
+                box = box + seg[:, j:j + m]
+            seg = box / s
         pos, _ = refine_peak(seg, xp)
         start = float(typing.cast(np.ndarray, signal.energy_eV)[self._slices["range_eV"].start])
         if shift is not None:

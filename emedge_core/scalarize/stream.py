@@ -112,8 +112,9 @@ def _energy(energy_eV: typing.Optional[np.ndarray], sig: tuple[int, ...], kind: 
 
 
 def _weights(scalarizer: Scalarizer, signal: Signal, first: np.ndarray) -> typing.Optional[np.ndarray]:
-    """The scalarizer's (k, P) float32 weight rows (row 0 >= 0, it screens the frames), or None."""
-    flat = np.asarray(first, np.float64).reshape(len(first), -1)
+    """The scalarizer's (k, P) float32 weight rows (row 0 >= 0, it screens the frames), or None.
+    ``first``: the first chunk; its first 64 good frames resolve the "auto" parameters."""
+    flat = np.asarray(first[:64], np.float64).reshape(min(len(first), 64), -1)
     good = flat[np.isfinite(flat).all(axis=1) & (flat != 0).any(axis=1)]
     rows = scalarizer.prepare(signal, good.reshape((-1,) + signal.shape))
     if rows is None:

@@ -1,0 +1,220 @@
+"""The acquisition hooks: an :class:`emedge_core.instrument.Instrument` over nionswift-instrumentation.
+
+- ``survey()``: one HAADF frame from the STEM controller's scan device (``record_immediate``);
+- ``measure(positions)``: park the probe on each survey pixel (``probe_position``, fractions of
+  the last scan) and take one frame from the EELS camera (spectra: summed over the
+  non-dispersive axis) or the Ronchigram camera (diffraction patterns);
+- ``state()``: high tension, defocus and aberrations, beam current, probe and stage position,
+  scan and camera settings, for provenance.
+
+The same class drives a real microscope inside Swift (:func:`from_registry`) and the
+nionswift-usim simulator without a GUI (:class:`UsimSession`, and the ``usim`` entry of the
+``emedge.instruments`` group that ``emedge run --instrument usim`` loads).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import threading
+import typing
+
+import numpy as np
+
+from emedge_core import EmedgeError
+from emedge_core.instrument import Frames, Survey, check_positions
+
+#: STEM controller values recorded by ``state()`` when the instrument has them
+STATE_CONTROLS = ("EHT", "C10", "C12.x", "C12.y", "C21.x", "C21.y", "C23.x", "C23.y", "C30", "C32.x", "C32.y",
+                  "C34.x", "C34.y", "C50", "BeamCurrent", "ZLPoffset")
+SYNC_TIMEOUT_S = 5.0
+
+
+class SwiftInstrument:
+    """A STEM controller with its scan device and one camera, as an emedge instrument.
+
+    stem: the ``stem_controller`` component; signal_kind: ``"spectrum"`` (EELS camera) or
+    ``"diffraction"`` (Ronchigram camera); survey_px: survey edge in pixels; fov_nm: survey
+    field of view; exposure_ms: camera exposure per measured frame; binning: camera binning
+    (None = the camera's current setting).
+    """
+
+    def __init__(self, stem: typing.Any, signal_kind: str = "spectrum", *, survey_px: int = 64,
+                 fov_nm: float = 100.0, exposure_ms: float = 10.0, binning: typing.Optional[int] = None) -> None:
+        if signal_kind not in ("spectrum", "diffraction"):
+            raise EmedgeError(f"signal must be 'spectrum' or 'diffraction', not {signal_kind!r}")
+        self.stem = stem
+        self.signal_kind = signal_kind
+        self.scan = stem.scan_controller
+        self.camera = stem.eels_camera if signal_kind == "spectrum" else stem.ronchigram_camera
+        if self.scan is None or self.camera is None:
+            what = "scan device" if self.scan is None else ("EELS" if signal_kind == "spectrum" else "Ronchigram") + " camera"
+            raise EmedgeError(f"the STEM controller has no {what}")
+        self.survey_px, self.fov_nm = int(survey_px), float(fov_nm)
+        self.exposure_ms, self.binning = float(exposure_ms), binning
+        self._survey: typing.Optional[Survey] = None
+
+    def survey(self) -> Survey:
+        """Record one HAADF frame (the first scan channel) at ``survey_px`` x ``survey_px``."""
+        from nion.utils import Geometry
+
+        fp = self.scan.get_current_frame_parameters()
+        fp.size = Geometry.IntSize(self.survey_px, self.survey_px)
+        fp.fov_nm = self.fov_nm
+        xdatas = self.scan.record_immediate(fp)
+        if not xdatas:
+            raise EmedgeError("the scan device returned no survey image")
+        xd = xdatas[0]
+        cal_y, cal_x = xd.dimensional_calibrations
+        self._survey = Survey(np.asarray(xd.data, np.float32), pixel_size_nm=float(cal_x.scale),
+                              origin_nm=(float(cal_y.offset), float(cal_x.offset)),
+                              channel=str(xd.metadata.get("hardware_source", {}).get("channel_name", "HAADF")))
+        return self._survey
+
+    def measure(self, positions: np.ndarray) -> Frames:
+        """One camera frame per survey pixel (row, col) in ``positions``; the camera plays while
+        the probe moves and each frame is one that started after the probe got there."""
+        from nion.utils import Geometry
+
+        if self._survey is None:
+            raise EmedgeError("measure() before survey(): the probe positions are fractions of the survey scan")
+        h, w = self._survey.shape
+        pos = check_positions(positions, (h, w))
+        saved = self.camera.get_current_frame_parameters()
+        fp = self.camera.get_frame_parameters_from_dict(saved.as_dict())
+        fp.exposure_ms = self.exposure_ms
+        if self.binning is not None:
+            fp.binning = int(self.binning)
+        self.camera.set_current_frame_parameters(fp)
+        frames: list[np.ndarray] = []
+        xd = None
+        try:
+            self.camera.start_playing(sync_timeout=SYNC_TIMEOUT_S)
+            for r, c in pos.tolist():
+                self.stem.probe_position = Geometry.FloatPoint(y=(r + 0.5) / h, x=(c + 0.5) / w)
+                xd = self.camera.get_next_xdatas_to_start(timeout=SYNC_TIMEOUT_S)[0]
+                if xd is None:
+                    raise EmedgeError(f"the camera returned no frame at {(r, c)}")
+                data = np.asarray(xd.data, np.float32)
+                frames.append(data.sum(axis=0) if self.signal_kind == "spectrum" and data.ndim == 2 else data)
+        finally:
+            self.camera.stop_playing(sync_timeout=SYNC_TIMEOUT_S)
+            self.camera.set_current_frame_parameters(saved)
+        sig = (xd.data.shape[-1],) if self.signal_kind == "spectrum" or xd is None else xd.data.shape
+        data = np.stack(frames) if frames else np.zeros((0, *sig), np.float32)
+        if self.signal_kind == "spectrum":
+            if xd is None:
+                raise EmedgeError("measure() needs at least one position")
+            cal = xd.dimensional_calibrations[-1]
+            return Frames(data, "spectrum", energy_eV=cal.offset + cal.scale * np.arange(data.shape[1]))
+        mrad = None
+        if xd is not None and xd.dimensional_calibrations[-1].units == "rad":
+            mrad = float(xd.dimensional_calibrations[-1].scale) * 1e3
+        return Frames(data, "diffraction", mrad_per_px=mrad)
+
+    def state(self) -> dict[str, typing.Any]:
+        """STEM controller values, probe, stage, scan and camera settings (JSON-able)."""
+        values = {}
+        for name in STATE_CONTROLS:
+            ok, value = self.stem.TryGetVal(name)
+            if ok and value is not None:
+                values[name] = float(value)
+        probe = self.stem.probe_position
+        stage = getattr(self.stem, "stage_position_m", None)
+        out: dict[str, typing.Any] = {
+            "instrument": "swift",
+            "stem_controller": str(getattr(self.stem, "instrument_id", type(self.stem).__name__)),
+            "high_tension_V": values.get("EHT"),
+            "defocus_m": values.get("C10"),
+            "controls": values,
+            "probe_position": [probe.y, probe.x] if probe is not None else None,
+            "stage_position_m": [stage.y, stage.x] if stage is not None else None,
+            "scan": {"device": self.scan.hardware_source_id, "size_px": [self.survey_px, self.survey_px],
+                     "fov_nm": self.fov_nm},
+            "camera": {"device": self.camera.hardware_source_id, "exposure_ms": self.exposure_ms,
+                       "binning": self.binning},
+        }
+        if self._survey is not None:
+            out["scan"] |= {"pixel_size_nm": self._survey.pixel_size_nm, "origin_nm": list(self._survey.origin_nm)}
+        return out
+
+    def available(self) -> typing.Optional[np.ndarray]:
+        return None
+
+
+def from_registry(signal_kind: str = "spectrum", **knobs: typing.Any) -> SwiftInstrument:
+    """The microscope Swift is connected to (the registered ``stem_controller``), as an instrument."""
+    from nion.utils import Registry
+
+    stem = Registry.get_component("stem_controller")
+    if stem is None:
+        raise EmedgeError("no microscope: Swift has no STEM controller (install and enable nionswift-usim "
+                          "or your instrument's plug-in)")
+    return SwiftInstrument(stem, signal_kind, **knobs)
+
+
+class UsimSession:
+    """nionswift-usim without a GUI: the simulated STEM, scan device and both cameras.
+
+    usim deletes and re-creates ``./test_data`` while it starts, so it starts in a fresh temporary
+    directory (removed on :meth:`close`); the working directory is restored right after. Always
+    close the session (or use ``with``): the simulator's threads keep the process alive otherwise.
+    """
+
+    def __init__(self, sample_index: int = 0) -> None:
+        from nion.instrumentation.test import AcquisitionTestContext
+        from nion.swift.test import TestContext
+        from nion.usim_device import DeviceConfiguration
+
+        cwd = os.getcwd()
+        self._tmp = tempfile.TemporaryDirectory(prefix="emedge-usim-")
+        os.chdir(self._tmp.name)
+        try:
+            self._setup = TestContext.TestSetup()
+            self._ctx = AcquisitionTestContext.AcquisitionTestContext(
+                DeviceConfiguration.AcquisitionContextConfiguration(sample_index=sample_index), is_both_cameras=True)
+        except BaseException:
+            self._tmp.cleanup()
+            raise
+        finally:
+            os.chdir(cwd)
+        self.stem = self._ctx.instrument
+        self._closed = False
+
+    def instrument(self, signal_kind: str = "spectrum", **knobs: typing.Any) -> SwiftInstrument:
+        return SwiftInstrument(self.stem, signal_kind, **knobs)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._ctx.close()
+        finally:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> UsimSession:
+        return self
+
+    def __exit__(self, *exc: typing.Any) -> None:
+        self.close()
+
+
+def usim_instrument(args: argparse.Namespace) -> SwiftInstrument:
+    """``emedge run --instrument usim``: the entry point of the ``emedge.instruments`` group.
+
+    Uses ``--size`` (survey px, capped at 256) and ``--signal`` (default: what the scalarizer
+    reduces). The session closes on the main thread when the interpreter shuts down, before
+    Python joins the simulator's threads (the hook ``concurrent.futures`` uses for its workers).
+    """
+    from emedge_core.scalarize import from_spec
+
+    signal = args.signal or from_spec(args.scalarizer).signal_kind
+    session = UsimSession()
+    threading._register_atexit(session.close)  # type: ignore[attr-defined]
+    try:
+        return session.instrument(signal, survey_px=min(int(args.size), 256),
+                                  binning=None if signal == "spectrum" else 4)
+    except BaseException:
+        session.close()
+        raise

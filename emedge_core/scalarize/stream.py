@@ -7,16 +7,19 @@
   read chunk by chunk (whole scan rows at a time for (H, W, ...));
 - an iterator of chunks (n_i, *sig) - arrays or Frames - as from a live acquisition.
 
-Each chunk goes through the backend's shared pass (cast, frame totals, maxima and the
-reduction's projections), is screened for bad frames and reduced on the device; the
-values are merged into the map on the host. A device error (out of memory, driver)
+Each chunk goes through the backend's shared pass (cast, projections, maxima), is
+screened for bad frames and reduced on the device; the values are merged into the map
+on the host, in order. On NumPy a few chunks are reduced at once on threads (NumPy and
+BLAS release the GIL); on CUDA the next chunk's upload overlaps this one's compute. A device error (out of memory, driver)
 moves the rest of the stream to NumPy with one warning, the failed chunk included.
 """
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 import itertools
+import os
 import time
 import typing
 
@@ -131,19 +134,55 @@ def _saturation(scalarizer: Scalarizer, dtype: np.dtype) -> typing.Optional[floa
     return float(np.iinfo(dtype).max) if np.issubdtype(dtype, np.integer) else None
 
 
+def _reduce_chunk(s: Scalarizer, signal: Signal, be: Backend, weights: typing.Any,
+                  host: np.ndarray, dev: typing.Any) -> tuple[np.ndarray, np.ndarray]:
+    """One chunk -> ((n, k) float64 values, NaN where bad; (n,) uint8 reasons)."""
+    n, k = host.shape[0], len(s.frame_components or s.components)
+    if tuple(host.shape[1:]) != signal.shape or host.dtype.kind not in "uif":
+        return np.full((n, k), np.nan), np.full(n, Reason.SHAPE, np.uint8)
+    level = _saturation(s, host.dtype)
+    chunk = be.load(dev, weights, level is not None)
+    with np.errstate(divide="ignore", invalid="ignore"):   # bad frames give NaN here; flagged below
+        out = be.to_numpy(s.process(chunk, signal, be)).astype(np.float64).reshape(n, k)
+    reason = screen(chunk, be, level)
+    reason[(reason == Reason.OK) & ~np.isfinite(out).all(axis=1)] = Reason.FAILED
+    out[reason != Reason.OK] = np.nan
+    return out, reason
+
+
+def _results(s: Scalarizer, signal: Signal, be: Backend, weights: typing.Any, chunks: typing.Iterator[np.ndarray],
+             threads: int) -> typing.Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Per-chunk results in order; on NumPy with ``threads`` > 1, that many chunks at a time
+    (NumPy and BLAS release the GIL), at most 2 x threads chunks in memory."""
+    if threads <= 1 or be.name != "numpy":
+        for host, dev in be.uploads(chunks):
+            yield _reduce_chunk(s, signal, be, weights, host, dev)
+        return
+    with concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="emedge-scalarize") as pool:
+        pending: collections.deque[concurrent.futures.Future[tuple[np.ndarray, np.ndarray]]] = collections.deque()
+        for host in chunks:
+            pending.append(pool.submit(_reduce_chunk, s, signal, be, weights, host, host))
+            if len(pending) >= 2 * threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
 def reduce(scalarizer: typing.Union[str, dict[str, typing.Any], Scalarizer], source: typing.Any, *,
            backend: typing.Union[str, Backend] = "auto", scan_shape: typing.Optional[tuple[int, ...]] = None,
            energy_eV: typing.Optional[np.ndarray] = None, mrad_per_px: typing.Optional[float] = None,
-           chunk_bytes: typing.Optional[int] = None) -> MapResult:
+           chunk_bytes: typing.Optional[int] = None, threads: typing.Optional[int] = None) -> MapResult:
     """Run ``scalarizer`` over ``source`` and return the map with its reason codes.
 
     scan_shape: (H, W) for a stream or an (n, *sig) array (n = H*W); default: the source's
     own navigation shape, or (n,) for a stream. energy_eV / mrad_per_px: calibration when the
     source carries none. chunk_bytes: float32 bytes per chunk (default 8 MiB CPU, 256 MiB GPU).
+    threads: CPU chunks reduced at once on NumPy (default: the CPU count, at most 4).
     """
     s = from_spec(scalarizer)
     be = backend if isinstance(backend, Backend) else get_backend(backend)
     nbytes = CHUNK_BYTES["numpy" if be.name == "numpy" else "gpu"] if chunk_bytes is None else int(chunk_bytes)
+    threads = min(os.cpu_count() or 1, 4) if threads is None else int(threads)
     if isinstance(source, Frames):
         energy_eV = source.energy_eV if energy_eV is None else energy_eV
         mrad_per_px = source.mrad_per_px if mrad_per_px is None else mrad_per_px
@@ -152,52 +191,33 @@ def reduce(scalarizer: typing.Union[str, dict[str, typing.Any], Scalarizer], sou
     values: list[np.ndarray] = []
     reasons: list[np.ndarray] = []
     raw_bytes = 0
-    prepared = False
-    weights_host: typing.Optional[np.ndarray] = None
-    weights = None
-    pulled: collections.deque[np.ndarray] = collections.deque()
     chunks: typing.Iterator[np.ndarray] = src.chunks
+    first = next(chunks, None)
+    weights_host = None if first is None else _weights(s, src.signal, first)
+    chunks = iter(()) if first is None else itertools.chain([first], chunks)
+    pulled: collections.deque[np.ndarray] = collections.deque()
 
     def feed() -> typing.Iterator[np.ndarray]:
         for c in chunks:
             pulled.append(c)
             yield c
 
-    k = len(s.frame_components or s.components)
     while True:
         try:
-            for host, dev in be.uploads(feed()):
-                n = host.shape[0]
-                raw_bytes += host.nbytes
-                if tuple(host.shape[1:]) != src.signal.shape or host.dtype.kind not in "uif":
-                    values.append(np.full((n, k), np.nan))
-                    reasons.append(np.full(n, Reason.SHAPE, np.uint8))
-                    pulled.popleft()
-                    continue
-                if not prepared:
-                    weights_host, prepared = _weights(s, src.signal, host), True
-                if weights is None and weights_host is not None:
-                    weights = be.asarray(weights_host)
-                level = _saturation(s, host.dtype)
-                chunk = be.load(dev, weights, level is not None)
-                with np.errstate(divide="ignore", invalid="ignore"):   # bad frames: NaN, flagged below
-                    out = be.to_numpy(s.process(chunk, src.signal, be)).astype(np.float64).reshape(n, k)
-                reason = screen(chunk, be, level)
-                failed = (reason == Reason.OK) & ~np.isfinite(out).all(axis=1)
-                reason[failed] = Reason.FAILED
-                out[reason != Reason.OK] = np.nan
+            weights = None if weights_host is None else be.asarray(weights_host)
+            for out, reason in _results(s, src.signal, be, weights, feed(), threads):
+                raw_bytes += pulled.popleft().nbytes
                 values.append(out)
                 reasons.append(reason)
-                pulled.popleft()
             break
         except Exception as e:
             if not be.is_device_error(e):
                 raise
             warn_once(f"{be!r} failed ({type(e).__name__}: {e}); going on with numpy on the CPU")
-            be, weights = Backend(), None
+            be = Backend()
             chunks = itertools.chain(list(pulled), chunks)
             pulled.clear()
-    seconds = time.perf_counter() - t0
+    k = len(s.frame_components or s.components)
     flat_values = np.concatenate(values) if values else np.zeros((0, k))
     flat_reason = np.concatenate(reasons) if reasons else np.zeros(0, np.uint8)
     shape = src.scan_shape or (len(flat_reason),)
@@ -208,5 +228,4 @@ def reduce(scalarizer: typing.Union[str, dict[str, typing.Any], Scalarizer], sou
     if s.map_level and len(shape) != 2:
         raise EmedgeError(f"scalarizer {s.name!r} needs an (H, W) scan shape")
     value_map = s.finalize(value_map, reason_map)
-    seconds = time.perf_counter() - t0
-    return MapResult(value_map, reason_map, seconds, raw_bytes, repr(be), s.resolved())
+    return MapResult(value_map, reason_map, time.perf_counter() - t0, raw_bytes, repr(be), s.resolved())

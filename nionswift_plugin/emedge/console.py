@@ -1,0 +1,92 @@
+"""The scripting API for Swift's console (and what the Autonomous Experiment panel calls).
+
+In Swift's console (*Window > Python Console*) ``emedge`` is already imported::
+
+    run = emedge.start("microscope", "eels_peak_energy", budget=40, seeds=5, window_px=8)
+    run.pause(); run.resume()
+    run.status                    # 'step 12: 16/40 measured (0.21 s)'
+    m = run.maps                  # {'measured', 'prediction', 'uncertainty'}: (H, W) arrays
+    run.stop(); run.files         # {'h5': .../experiment.h5, 'summary': ..., 'maps': ...}
+
+``source`` is ``"microscope"`` (the STEM controller Swift is connected to, e.g. nionswift-usim),
+``"twin"`` (the digital twin) or the path of a replay file; or any object that implements
+:class:`emedge_core.instrument.Instrument`.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import typing
+
+from emedge_core import EmedgeError
+from emedge_core.experiment import ExperimentConfig
+from emedge_core.instrument import Instrument
+from emedge_core.scalarize import from_spec
+from emedge_core.settings import load_settings
+from nionswift_plugin.emedge.live import LiveExperiment
+
+SOURCES = ("microscope", "twin", "replay")
+
+
+def make_instrument(source: typing.Union[str, Instrument], signal_kind: str, *, survey_px: int = 64,
+                    exposure_ms: float = 10.0, seed: int = 0) -> Instrument:
+    """The instrument named by ``source`` for frames of ``signal_kind`` (see the module doc)."""
+    if not isinstance(source, str):
+        return source
+    if source == "microscope":
+        from nionswift_plugin.emedge.swift_instrument import from_registry
+
+        return from_registry(signal_kind, survey_px=survey_px, exposure_ms=exposure_ms,
+                             binning=None if signal_kind == "spectrum" else 4)
+    if source == "twin":
+        from emedge_core.twin import DigitalTwin
+
+        return DigitalTwin(size=survey_px, seed=seed, signal=signal_kind)
+    from emedge_core.replay import Replay
+
+    if not source.strip():
+        raise EmedgeError("no replay file given")
+    return Replay(os.path.expanduser(source.strip()))
+
+
+def default_out_dir() -> str:
+    """``<staging dir>/experiments/<UTC time>`` (the staging directory comes from the facility settings)."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    return os.path.join(load_settings().staging_dir, "experiments", stamp)
+
+
+def start(source: typing.Union[str, Instrument] = "microscope", scalarizer: typing.Any = "eels_peak_energy", *,
+          budget: int = 40, seeds: int = 5, window_px: int = 8, batch: int = 1, acquisition: str = "ucb",
+          stop_uncertainty: typing.Optional[float] = None, survey_px: int = 64, exposure_ms: float = 10.0,
+          seed: int = 0, out_dir: typing.Optional[str] = None, document_window: typing.Any = None) -> LiveExperiment:
+    """Start an autonomous experiment in Swift and return it while it runs.
+
+    scalarizer: a name or ``{"name": ..., <params>}``; budget, seeds, batch, acquisition,
+    stop_uncertainty, seed: see :class:`~emedge_core.experiment.ExperimentConfig`; window_px: patch
+    edge; survey_px, exposure_ms: survey size and camera exposure on the microscope (survey_px is
+    the twin's size too); out_dir: where the result is written (default :func:`default_out_dir`);
+    document_window: the Swift window for the live data items (default: the first one).
+    Bad arguments raise :class:`~emedge_core.EmedgeError` before anything starts.
+    """
+    scal = from_spec(scalarizer)
+    config = ExperimentConfig(budget=int(budget), seeds=int(seeds), batch=int(batch), acquisition=acquisition,
+                              window=int(window_px), seed=int(seed), stop_uncertainty=stop_uncertainty)
+    instrument = make_instrument(source, scal.signal_kind, survey_px=int(survey_px), exposure_ms=float(exposure_ms),
+                                 seed=int(seed))
+    if document_window is None:
+        from nion.swift import Facade
+
+        document_window = Facade.get_api("~1.0", "~1.0").application.document_windows[0]
+    live = LiveExperiment(document_window, instrument, scal, config, out_dir or default_out_dir())
+    return live.start()
+
+
+class ConsoleStartup:
+    """Adds ``emedge`` (this module) to every new Swift console (a ``console-startup`` component)."""
+
+    def get_console_startup_info(self, logger: typing.Any) -> typing.Any:
+        from nion.swift import ConsoleDialog
+
+        return ConsoleDialog.ConsoleStartupInfo(
+            "emedge", ["from nionswift_plugin.emedge import console as emedge"],
+            ["emedge.start(source, scalarizer, budget=...) runs an autonomous experiment; help(emedge) for more"])

@@ -1,0 +1,223 @@
+"""A running experiment inside Swift: the loop on a worker thread, live data items on the UI thread.
+
+:class:`LiveExperiment` runs :class:`emedge_core.experiment.Experiment` on its own thread. After
+every step the worker turns the model's posterior into (H, W) maps (NumPy, off the UI thread)
+and leaves the newest :class:`Snapshot` for the UI; at most one UI task is queued at a time
+(``window.queue_task``), so a slow UI skips intermediate steps instead of piling them up. The
+UI task only hands arrays to three data items - the survey with one point graphic per measured
+position, the prediction and the uncertainty - and calls the listeners.
+
+When the loop ends the result goes to ``out_dir`` through :func:`emedge_core.experiment_file.write_experiment`
+(experiment.h5 by the EMD writer, summary.json, maps.png). Errors end the run with a one-line
+message in :attr:`LiveExperiment.error`; the traceback goes to the log only.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import typing
+
+import numpy as np
+
+from emedge_core import EmedgeError
+from emedge_core.experiment import Experiment, ExperimentConfig, ExperimentResult, Step
+from emedge_core.instrument import Frames, Instrument, Survey
+
+LOG = logging.getLogger("emedge")
+TITLES = {"survey": "emedge survey + measured", "prediction": "emedge prediction", "uncertainty": "emedge uncertainty"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """What the UI shows after a step. Maps are (H, W) with NaN off the candidates (None while seeding)."""
+
+    n_measured: int
+    budget: int
+    positions: np.ndarray            # (n, 2) every measured survey pixel so far
+    values: np.ndarray               # (n,)
+    prediction: typing.Optional[np.ndarray]
+    uncertainty: typing.Optional[np.ndarray]
+    state: str                       # "running", "paused", "finished", "stopped", "failed"
+    message: str
+
+
+def snapshot(step: Step, state: str = "running") -> Snapshot:
+    """Maps and positions of ``step`` (runs on the worker thread)."""
+    steerer = step.steerer
+    patches = steerer.patches
+    order = np.asarray(steerer.order, np.int64)
+    post = step.posterior
+    pred = patches.to_map(post.mean) if post is not None else None
+    unc = patches.to_map(post.std) if post is not None else None
+    return Snapshot(step.n_measured, step.budget, patches.coords[order], np.asarray(steerer.values),
+                    pred, unc, state, f"step {step.index + 1}: {step.n_measured}/{step.budget} measured "
+                                      f"({step.seconds:.2f} s)")
+
+
+def _displayable(m: np.ndarray) -> np.ndarray:
+    """NaN (no candidate) shown as the map's minimum; float32 for the display."""
+    finite = np.isfinite(m)
+    return np.where(finite, m, m[finite].min() if finite.any() else 0.0).astype(np.float32)
+
+
+class _KeepSurvey:
+    """The instrument, unchanged, except that it keeps the survey it returns for the live display."""
+
+    def __init__(self, inner: Instrument) -> None:
+        self.inner = inner
+        self.signal_kind = inner.signal_kind
+        self.image: typing.Optional[np.ndarray] = None
+
+    def survey(self) -> Survey:
+        s = self.inner.survey()
+        self.image = s.image
+        return s
+
+    def measure(self, positions: np.ndarray) -> Frames:
+        return self.inner.measure(positions)
+
+    def state(self) -> dict[str, typing.Any]:
+        return self.inner.state()
+
+    def available(self) -> typing.Optional[np.ndarray]:
+        return self.inner.available()
+
+
+class LiveExperiment:
+    """An experiment on a worker thread with live data items in Swift ``window`` (a Facade DocumentWindow).
+
+    window: where the data items go (its ``library``) and the UI tasks run; instrument, scalarizer,
+    config: as for :class:`~emedge_core.experiment.Experiment` (bad combinations raise
+    :class:`~emedge_core.EmedgeError` here); out_dir: where the result is written (None = not
+    written); listeners get every :class:`Snapshot` on the UI thread.
+    """
+
+    def __init__(self, window: typing.Any, instrument: Instrument, scalarizer: typing.Any,
+                 config: ExperimentConfig, out_dir: typing.Optional[str] = None) -> None:
+        self._instrument = _KeepSurvey(instrument)
+        self.experiment = Experiment(self._instrument, scalarizer, config)
+        self.window, self.out_dir = window, out_dir
+        self.listeners: list[typing.Callable[[Snapshot], None]] = []
+        self.data_items: dict[str, typing.Any] = {}
+        self.result: typing.Optional[ExperimentResult] = None
+        self.files: dict[str, str] = {}
+        self.error: typing.Optional[str] = None
+        self.latest: typing.Optional[Snapshot] = None
+        self._pending: typing.Optional[Snapshot] = None
+        self._lock = threading.Lock()
+        self._n_graphics = 0
+        self._thread = threading.Thread(target=self._work, name="emedge-experiment", daemon=True)
+
+    # -- control (any thread) ------------------------------------------------------------
+    def start(self) -> LiveExperiment:
+        self._thread.start()
+        return self
+
+    def pause(self) -> None:
+        self.experiment.pause()
+
+    def resume(self) -> None:
+        self.experiment.resume()
+
+    def stop(self) -> None:
+        """Stop after the step in progress; the result is still written."""
+        self.experiment.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def wait(self, timeout: typing.Optional[float] = None) -> typing.Optional[ExperimentResult]:
+        """Block until the loop and the file writing are done (not from the UI thread of a GUI:
+        the live maps need it)."""
+        self._thread.join(timeout)
+        return self.result
+
+    @property
+    def status(self) -> str:
+        """One line: the newest step, or how the run ended."""
+        s = self._pending or self.latest
+        return s.message if s is not None else "starting: survey ..."
+
+    @property
+    def maps(self) -> dict[str, np.ndarray]:
+        """The newest maps: prediction, uncertainty (H, W; NaN off candidates), measured (NaN where not)."""
+        s = self.latest or self._pending
+        if s is None or self._instrument.image is None:
+            return {}
+        measured = np.full(self._instrument.image.shape, np.nan)
+        measured[s.positions[:, 0], s.positions[:, 1]] = s.values
+        out = {"measured": measured}
+        if s.prediction is not None and s.uncertainty is not None:
+            out |= {"prediction": s.prediction, "uncertainty": s.uncertainty}
+        return out
+
+    # -- worker thread -------------------------------------------------------------------
+    def _work(self) -> None:
+        try:
+            self.result = self.experiment.run(callback=self._on_step)
+            if self.out_dir is not None:
+                from emedge_core.experiment_file import write_experiment
+
+                self.files = write_experiment(self.result, self.out_dir)
+            r = self.result
+            state = "stopped" if r.stopped_by == "stopped" else "finished"
+            where = f"; saved {self.files['h5']}" if self.files else ""
+            self._post(dataclasses.replace(self._last_or_empty(), state=state, message=(
+                f"{state}: {len(r.values)} measured, stopped by {r.stopped_by}{where}")))
+        except EmedgeError as e:
+            self._fail(str(e))
+        except Exception as e:   # a device or file error: one line in the panel, the traceback in the log
+            LOG.exception("emedge experiment failed")
+            self._fail(f"{type(e).__name__}: {e}")
+
+    def _last_or_empty(self) -> Snapshot:
+        with self._lock:
+            s = self._pending or self.latest
+        return s or Snapshot(0, self.experiment.config.budget, np.zeros((0, 2), np.int64), np.zeros(0),
+                             None, None, "running", "")
+
+    def _fail(self, message: str) -> None:
+        self.error = message
+        self._post(dataclasses.replace(self._last_or_empty(), state="failed", message=f"error: {message}"))
+
+    def _on_step(self, step: Step) -> None:
+        self._post(snapshot(step, "paused" if self.experiment.paused else "running"))
+
+    def _post(self, snap: Snapshot) -> None:
+        """Leave ``snap`` for the UI; queue a UI task only when none is waiting."""
+        with self._lock:
+            queued = self._pending is not None
+            self._pending = snap
+        if not queued:
+            self.window.queue_task(self._apply)
+
+    # -- UI thread -----------------------------------------------------------------------
+    def _apply(self) -> None:
+        with self._lock:
+            snap, self._pending = self._pending, None
+        if snap is None:
+            return
+        self.latest = snap
+        if "survey" not in self.data_items and self._instrument.image is not None:
+            self._show("survey", self._instrument.image)
+        if snap.prediction is not None and snap.uncertainty is not None:
+            self._show("prediction", _displayable(snap.prediction))
+            self._show("uncertainty", _displayable(snap.uncertainty))
+        survey_item = self.data_items.get("survey")
+        if survey_item is not None:
+            h, w = survey_item.data.shape
+            for r, c in snap.positions[self._n_graphics:].tolist():
+                survey_item.add_point_region((r + 0.5) / h, (c + 0.5) / w)
+            self._n_graphics = len(snap.positions)
+        for listener in list(self.listeners):
+            listener(snap)
+
+    def _show(self, key: str, data: np.ndarray) -> None:
+        """Create the data item ``key`` on first use, else replace its data."""
+        item = self.data_items.get(key)
+        if item is None:
+            item = self.data_items[key] = self.window.library.create_data_item_from_data(data, TITLES[key])
+        else:
+            item.set_data(data)

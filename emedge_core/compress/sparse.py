@@ -12,6 +12,8 @@ f[event_index[s:e]] = event_count[s:e]`` with ``offsets = concatenate([[0], cums
 from __future__ import annotations
 
 import dataclasses
+import json
+import struct
 import typing
 
 import numpy as np
@@ -66,9 +68,6 @@ class SparseEvents:
 
     def encode(self, array: np.ndarray, axis: int = 0) -> bytes:
         """Self-describing bytes; ``array`` is (k, *frame) (frames along axis 0)."""
-        import json
-        import struct
-
         a = np.asarray(array)
         self.check(a.dtype)
         per_frame, index, count = self.events(a.reshape((-1, *a.shape[1:])) if a.ndim else a.reshape(1, 1))
@@ -79,8 +78,6 @@ class SparseEvents:
         return MAGIC + struct.pack("<I", len(head)) + head + struct.pack("<Q", len(ints)) + ints + counts
 
     def decode(self, payload: bytes) -> np.ndarray:
-        import struct
-
         head, body = split_header(payload)
         shape, dtype = tuple(head["shape"]), np.dtype(head["dtype"])
         n_frames = shape[0] if shape else 1

@@ -148,11 +148,13 @@ class Blosc2(Stage):
 
 
 def _blocks(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
-    """Blosc2 block shape: whole trailing axes, as many leading elements as fit ``BLOCK_BYTES``."""
+    """Blosc2 block shape: ones on the leading axes, then as many elements of the first axis whose
+    trailing sub-array fits ``BLOCK_BYTES`` as fit, whole trailing axes (e.g. (1, 16, 128, 128)
+    for a (1, 32, 128, 128) uint16 chunk)."""
     blocks = list(shape)
     for ax in range(len(shape)):
         rest = int(np.prod(shape[ax + 1:], dtype=np.int64)) * itemsize
-        if rest * shape[ax] <= BLOCK_BYTES or ax == len(shape) - 1:
+        if rest <= BLOCK_BYTES:
             blocks[ax] = max(1, min(shape[ax], BLOCK_BYTES // max(rest, 1)))
             break
         blocks[ax] = 1

@@ -140,6 +140,7 @@ class EELSPeakEnergy(_EELS):
         seg = self._window(chunk.data, "range_eV", shift, xp)
         s = self.smooth
         if s > 1:                                   # box mean; channel j is channel j + s//2 of the window
+            seg = xp.asarray(seg, copy=True)        # one strided read of the window, then contiguous adds
             m = seg.shape[1] - s + 1
             box = seg[:, 0:m]
             for j in range(1, s):

@@ -70,14 +70,17 @@ class DKLModel(gpytorch.models.ExactGP):
     """Exact GP with a learned embedding: k(x, x') = s * base(f(x), f(x'))."""
 
     def __init__(self, train_x: torch.Tensor, train_y: torch.Tensor, likelihood: gpytorch.likelihoods.Likelihood,
-                 feature_extractor: torch.nn.Module, embed_dim: int, kernel: str = "rbf") -> None:
+                 feature_extractor: torch.nn.Module, embed_dim: int, kernel: str = "rbf",
+                 min_lengthscale: float = 0.0) -> None:
         super().__init__(train_x, train_y, likelihood)
         self.feature_extractor = feature_extractor
         if kernel == "rbf":
-            base: gpytorch.kernels.Kernel = gpytorch.kernels.RBFKernel(ard_num_dims=embed_dim)
+            base: gpytorch.kernels.Kernel = gpytorch.kernels.RBFKernel(
+                ard_num_dims=embed_dim, lengthscale_constraint=gpytorch.constraints.GreaterThan(min_lengthscale))
         else:
             nu = 2.5 if kernel == "matern52" else 1.5
-            base = gpytorch.kernels.MaternKernel(nu=nu, ard_num_dims=embed_dim)
+            base = gpytorch.kernels.MaternKernel(
+                nu=nu, ard_num_dims=embed_dim, lengthscale_constraint=gpytorch.constraints.GreaterThan(min_lengthscale))
         self.mean_module = gpytorch.means.ConstantMean()
         self.covar_module = gpytorch.kernels.ScaleKernel(base)
 
@@ -138,12 +141,17 @@ class DKLRegressor:
     kernel: "rbf", "matern52" or "matern32". iters: Adam steps of a fresh fit;
     warm_iters: steps of a warm update; retrain: always fit from scratch.
     lr: Adam learning rate. device: "cpu", "cuda", ... (None = automatic). seed: torch seed.
+    init_noise, init_lengthscale: starting noise variance and lengthscale (standardised targets,
+    embedding in (-1, 1)); max_noise: upper bound of the noise variance on standardised targets,
+    so a few rare high values are never written off as noise.
     """
 
     def __init__(self, n_features: int, *, window: typing.Optional[int] = None, extractor: str = "mlp",
                  widths: typing.Sequence[int] = (64, 64), embed_dim: int = 2, kernel: str = "rbf",
-                 iters: int = 200, warm_iters: int = 50, retrain: bool = False, lr: float = 0.01,
-                 device: typing.Optional[str] = None, seed: int = 0, batch_size: int = 8192) -> None:
+                 iters: int = 200, warm_iters: int = 50, retrain: bool = False, lr: float = 0.03,
+                 device: typing.Optional[str] = None, seed: int = 0, batch_size: int = 8192,
+                 init_noise: float = 0.01, init_lengthscale: float = 0.3, max_noise: float = 0.1,
+                 min_lengthscale: float = 0.0) -> None:
         if kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, not {kernel!r}")
         if extractor not in EXTRACTORS:
@@ -156,6 +164,8 @@ class DKLRegressor:
         self.device = pick_device(device)
         self.seed = int(seed)
         self.batch_size = int(batch_size)
+        self.init_noise, self.init_lengthscale = float(init_noise), float(init_lengthscale)
+        self.max_noise, self.min_lengthscale = float(max_noise), float(min_lengthscale)
         self.model: typing.Optional[DKLModel] = None
         self.likelihood: typing.Optional[gpytorch.likelihoods.GaussianLikelihood] = None
         self._optimizer: typing.Optional[torch.optim.Optimizer] = None
@@ -171,8 +181,14 @@ class DKLRegressor:
             assert self.window is not None
             fe = CNNExtractor(self.window, self.widths or (8, 16), self.embed_dim)
         self.likelihood = gpytorch.likelihoods.GaussianLikelihood(
-            noise_constraint=gpytorch.constraints.GreaterThan(1e-4)).to(self.device)
-        self.model = DKLModel(x, y, self.likelihood, fe, self.embed_dim, self.kernel).to(self.device)
+            noise_constraint=gpytorch.constraints.Interval(1e-4, self.max_noise)).to(self.device)
+        self.model = DKLModel(x, y, self.likelihood, fe, self.embed_dim, self.kernel,
+                              self.min_lengthscale).to(self.device)
+        # start from a low-noise, short-lengthscale GP on standardised targets: GPyTorch's defaults
+        # (noise 0.69, lengthscale 0.69) explain a few rare high values as noise and flatten the map
+        self.likelihood.noise = self.init_noise
+        self.model.covar_module.base_kernel.lengthscale = self.init_lengthscale
+        self.model.covar_module.outputscale = 1.0
         self._optimizer = torch.optim.Adam(self.model.parameters(), lr=self.lr)
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> None:

@@ -30,7 +30,8 @@ class ExperimentConfig:
 
     budget: measurements in all, seeds and failures included; seeds: random first points;
     batch: points per step (q); acquisition + acquisition_params: the policy; window: patch
-    edge (px); patch_mode: "restrict" or "reflect"; seed: makes the run repeatable;
+    edge (px); patch_mode: "restrict" or "reflect"; components: PCA scores per patch fed to the
+    network (None = all W*W pixels); seed: makes the run repeatable;
     travel: travel-distance penalty; stop_uncertainty: stop when max predictive std < this
     (scalar units); stop_predictability: (k, tolerance) - stop when the last k were predicted
     within tolerance; model: keyword arguments of :class:`~emedge_core.dkl.DKLRegressor`.
@@ -43,6 +44,7 @@ class ExperimentConfig:
     acquisition_params: dict[str, typing.Any] = dataclasses.field(default_factory=dict)
     window: int = 16
     patch_mode: str = "restrict"
+    components: typing.Optional[int] = 16
     seed: int = 0
     travel: float = 0.0
     stop_uncertainty: typing.Optional[float] = None
@@ -159,7 +161,8 @@ class Experiment:
         """Run until a stopping rule fires (or :meth:`stop`); ``progress`` draws a bar on stderr."""
         cfg = self.config
         survey = self.instrument.survey()
-        patches = make_patches(survey.image, cfg.window, cfg.patch_mode, self.instrument.available())
+        patches = make_patches(survey.image, cfg.window, cfg.patch_mode, self.instrument.available(),
+                               cfg.components if cfg.model.get("extractor", "mlp") == "mlp" else None)
         if cfg.budget > len(patches):
             raise EmedgeError(f"budget {cfg.budget} is larger than the {len(patches)} candidate positions")
         if cfg.seeds > cfg.budget:
@@ -169,6 +172,8 @@ class Experiment:
         steerer = self.steerer = Steerer(patches, model, acquisition, seeds=cfg.seeds, batch=cfg.batch,
                                          travel=cfg.travel, seed=cfg.seed)
         rules = cfg.rules()
+        # the random baseline needs the model only for the final maps, unless someone watches
+        needs_model = cfg.acquisition != "random" or callback is not None or len(rules) > 1
         frames: list[np.ndarray] = []
         reasons: list[np.ndarray] = []
         axis: dict[str, typing.Any] = {}
@@ -201,7 +206,7 @@ class Experiment:
                 if not axis:
                     axis = ({"energy_eV": measured.energy_eV} if measured.energy_eV is not None
                             else {"mrad_per_px": measured.mrad_per_px})
-                post = steerer.posterior() if not steerer.seeding else None
+                post = steerer.posterior() if needs_model and not steerer.seeding else None
                 seconds = time.perf_counter() - t0
                 step_seconds.append(seconds)
                 max_std.append(float(post.std.max()) if post is not None else np.nan)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import typing
+import zipfile
 
 import numpy as np
 
@@ -27,7 +28,7 @@ def _load(path: str) -> dict[str, typing.Any]:
         try:
             with np.load(path, allow_pickle=False) as z:
                 return {k: z[k] for k in z.files}
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, zipfile.BadZipFile) as e:
             raise EmedgeError(f"cannot read {path} as .npz: {e}") from None
     import h5py
 

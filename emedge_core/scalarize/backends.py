@@ -24,6 +24,7 @@ start falls back to NumPy with one warning.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import typing
 import warnings
@@ -256,6 +257,7 @@ def warn_once(message: str) -> None:
         warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
+@functools.lru_cache(maxsize=1)
 def _cuda_devices() -> dict[str, bool]:
     found = {"cupy": False, "torch": False}
     try:

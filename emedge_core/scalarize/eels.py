@@ -10,6 +10,7 @@ from __future__ import annotations
 import typing
 
 import numpy as np
+from array_api_compat import device
 
 from emedge_core import EmedgeError
 from emedge_core.scalarize.base import Scalarizer, Signal, register
@@ -53,7 +54,7 @@ def refine_peak(seg: typing.Any, xp: typing.Any) -> tuple[typing.Any, typing.Any
     y1 = xp.astype(xp.take_along_axis(seg, xp.reshape(i, (n, 1)), axis=1)[:, 0], xp.float64)
     y2 = xp.astype(xp.take_along_axis(seg, ip, axis=1)[:, 0], xp.float64)
     positive = (y0 > 0) & (y1 > 0) & (y2 > 0)
-    tiny = xp.asarray(1e-300, dtype=xp.float64)
+    tiny = xp.asarray(1e-300, dtype=xp.float64, device=device(seg))
     l0, l1, l2 = (xp.log(xp.where(positive, y, tiny)) for y in (y0, y1, y2))
     a0, a1, a2 = (xp.where(positive, lg, y) for lg, y in ((l0, y0), (l1, y1), (l2, y2)))
     denom = a0 - 2 * a1 + a2
@@ -99,7 +100,8 @@ class _EELS(Scalarizer):
         if shift is None:
             return data[:, sl]
         n, e = data.shape
-        cols = xp.reshape(xp.arange(sl.start, sl.stop, dtype=xp.int64), (1, -1)) + xp.reshape(shift, (n, 1))
+        cols = xp.arange(sl.start, sl.stop, dtype=xp.int64, device=device(data))
+        cols = xp.reshape(cols, (1, -1)) + xp.reshape(shift, (n, 1))
         return xp.take_along_axis(data, xp.clip(cols, 0, e - 1), axis=1)
 
     def _shift(self, data: typing.Any, signal: Signal, xp: typing.Any) -> tuple[typing.Any, typing.Any]:

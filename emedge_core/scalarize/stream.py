@@ -141,8 +141,8 @@ def _reduce_chunk(s: Scalarizer, signal: Signal, be: Backend, weights: typing.An
     if tuple(host.shape[1:]) != signal.shape or host.dtype.kind not in "uif":
         return np.full((n, k), np.nan), np.full(n, Reason.SHAPE, np.uint8)
     level = _saturation(s, host.dtype)
-    chunk = be.load(dev, weights, level is not None)
-    with np.errstate(divide="ignore", invalid="ignore"):   # bad frames give NaN here; flagged below
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):   # bad frames give NaN: flagged below
+        chunk = be.load(dev, weights, level is not None)
         out = be.to_numpy(s.process(chunk, signal, be)).astype(np.float64).reshape(n, k)
     reason = screen(chunk, be, level)
     reason[(reason == Reason.OK) & ~np.isfinite(out).all(axis=1)] = Reason.FAILED

@@ -19,6 +19,7 @@ from a temporary .npy. Only NumPy and the standard library are imported at modul
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -79,58 +80,62 @@ def peer_worker(spec: dict[str, typing.Any]) -> dict[str, typing.Any]:
     import warnings
 
     warnings.filterwarnings("ignore")
+    import libertem
     import py4DSTEM
     from libertem.api import Context
     from libertem.executor.inline import InlineJobExecutor
+
+    ctx = Context(executor=InlineJobExecutor())
+    out: dict[str, typing.Any] = {"versions": {"numpy": np.__version__, "libertem": libertem.__version__,
+                                               "py4DSTEM": py4DSTEM.__version__}}
+    for label, path in spec["files"].items():
+        out[label] = peer_file(ctx, np.load(path), spec)
+    return out
+
+
+def peer_file(ctx: typing.Any, data: np.ndarray, spec: dict[str, typing.Any]) -> dict[str, typing.Any]:
+    """The peers on one (H, W, ky, kx) cube: seconds per case, or their results with spec["agree"]."""
+    import py4DSTEM
     from libertem.udf.com import CoMUDF
     from libertem.udf.masks import ApplyMasksUDF
 
-    ctx = Context(executor=InlineJobExecutor())
     cy, cx, r_bf, r_adf = spec["cy"], spec["cx"], spec["r_bf"], spec["r_adf"]
-    out: dict[str, typing.Any] = {"versions": {"numpy": np.__version__, "libertem": __import__("libertem").__version__,
-                                               "py4DSTEM": py4DSTEM.__version__}}
-    for label, path in spec["files"].items():
-        data = np.load(path)
-        det = data.shape[2:]
-        rows, cols = np.indices(det)
-        d = np.hypot(rows - cy, cols - cx)
-        masks = [lambda: (d < r_bf).astype(np.float32), lambda: (d >= r_adf).astype(np.float32)]
-        ds = ctx.load("memory", data=data, sig_dims=2)
-        com_udf = CoMUDF.with_params(cy=cy, cx=cx)
-        mask_udf = ApplyMasksUDF(mask_factories=masks)
-        cube = py4DSTEM.DataCube(data)
+    rows, cols = np.indices(data.shape[2:])
+    d = np.hypot(rows - cy, cols - cx)
+    bf_mask, adf_mask = (d < r_bf).astype(np.float32), (d >= r_adf).astype(np.float32)
+    ds = ctx.load("memory", data=data, sig_dims=2)
+    com_udf = CoMUDF.with_params(cy=cy, cx=cx)
+    mask_udf = ApplyMasksUDF(mask_factories=[lambda: bf_mask, lambda: adf_mask])
+    cube = py4DSTEM.DataCube(data)
 
-        def p4_com() -> tuple[np.ndarray, np.ndarray]:
-            dpc = py4DSTEM.process.phase.DPC(datacube=cube, energy=300e3, verbose=False)
-            dpc.preprocess(force_com_rotation=0.0, force_com_transpose=False, plot_center_of_mass=False,
-                           plot_rotation=False, fit_function="constant")
-            return dpc._com_measured_x - cy, dpc._com_measured_y - cx
+    def p4_com() -> tuple[np.ndarray, np.ndarray]:
+        dpc = py4DSTEM.process.phase.DPC(datacube=cube, energy=300e3, verbose=False)
+        dpc.preprocess(force_com_rotation=0.0, force_com_transpose=False, plot_center_of_mass=False,
+                       plot_rotation=False, fit_function="constant")
+        return dpc._com_measured_x - cy, dpc._com_measured_y - cx
 
-        def p4_virtual(geometry: typing.Any, mode: str) -> np.ndarray:
-            return cube.get_virtual_image(mode=mode, geometry=geometry, name="v", returncalc=True, verbose=False).data
+    def p4_virtual(geometry: typing.Any, mode: str) -> np.ndarray:
+        return cube.get_virtual_image(mode=mode, geometry=geometry, name="v", returncalc=True, verbose=False).data
 
-        if spec.get("agree"):
-            lt = ctx.run_udf(ds, com_udf)["raw_shifts"].data
-            lt_masks = ctx.run_udf(ds, mask_udf)["intensity"].data
-            p4 = np.stack(p4_com(), axis=-1)
-            dpc = py4DSTEM.process.phase.DPC(datacube=cube, energy=300e3, verbose=False)
-            dpc.preprocess(plot_center_of_mass=False, plot_rotation=False, fit_function="constant")
-            out[label] = {"libertem_com": lt.tolist(), "libertem_bf": lt_masks[..., 0].tolist(),
-                          "libertem_adf": lt_masks[..., 1].tolist(), "py4dstem_com": p4.tolist(),
-                          "py4dstem_bf": p4_virtual(((cy, cx), r_bf), "circle").tolist(),
-                          "py4dstem_rotation_deg": float(np.degrees(dpc._rotation_best_rad)),
-                          "py4dstem_transpose": bool(dpc._rotation_best_transpose)}
-            continue
-        rep = spec["repeat"]
-        out[label] = {
-            "sum": timed(lambda: data.sum(), rep),
-            "libertem_com": timed(lambda: ctx.run_udf(ds, com_udf), rep),
-            "libertem_masks": timed(lambda: ctx.run_udf(ds, mask_udf), rep),
-            "py4dstem_com": timed(p4_com, rep),
-            "py4dstem_bf": timed(lambda: p4_virtual(((cy, cx), r_bf), "circle"), rep),
-            "py4dstem_adf": timed(lambda: p4_virtual(((cy, cx), (r_adf, 2 * max(det))), "annular"), rep),
-        }
-    return out
+    if spec.get("agree"):
+        lt = ctx.run_udf(ds, com_udf)["raw_shifts"].data
+        lt_masks = ctx.run_udf(ds, mask_udf)["intensity"].data
+        dpc = py4DSTEM.process.phase.DPC(datacube=cube, energy=300e3, verbose=False)
+        dpc.preprocess(plot_center_of_mass=False, plot_rotation=False, fit_function="constant")
+        return {"libertem_com": lt.tolist(), "libertem_bf": lt_masks[..., 0].tolist(),
+                "libertem_adf": lt_masks[..., 1].tolist(), "py4dstem_com": np.stack(p4_com(), axis=-1).tolist(),
+                "py4dstem_bf": p4_virtual(((cy, cx), r_bf), "circle").tolist(),
+                "py4dstem_rotation_deg": float(np.degrees(dpc._rotation_best_rad)),
+                "py4dstem_transpose": bool(dpc._rotation_best_transpose)}
+    rep = spec["repeat"]
+    return {
+        "sum": timed(data.sum, rep),
+        "libertem_com": timed(lambda: ctx.run_udf(ds, com_udf), rep),
+        "libertem_masks": timed(lambda: ctx.run_udf(ds, mask_udf), rep),
+        "py4dstem_com": timed(p4_com, rep),
+        "py4dstem_bf": timed(lambda: p4_virtual(((cy, cx), r_bf), "circle"), rep),
+        "py4dstem_adf": timed(lambda: p4_virtual(((cy, cx), (r_adf, 2 * max(data.shape[2:]))), "annular"), rep),
+    }
 
 
 def run_peers(spec: dict[str, typing.Any], timeout: float = 1800) -> typing.Optional[dict[str, typing.Any]]:
@@ -175,11 +180,12 @@ def bench_4d(args: argparse.Namespace, tmp: str) -> None:
                  "virtual_adf": ("libertem_masks", "py4dstem_adf")}
     for label, cube in cubes.items():
         gb = cube.nbytes / 1e9
-        t_sum = timed(lambda: cube.sum(), args.repeat)
+        t_sum = timed(cube.sum, args.repeat)
         for case, spec in specs.items():
-            line: dict[str, typing.Any] = {"case": f"4d_{case}", "dtype": label, "shape": list(cube.shape), "GB": round(gb, 3)}
+            line: dict[str, typing.Any] = {"case": f"4d_{case}", "dtype": label, "shape": list(cube.shape),
+                                           "GB": round(gb, 3)}
             for be in ("numpy", "torch:cpu"):
-                t = timed(lambda: reduce(spec, cube, backend=be), args.repeat)
+                t = timed(functools.partial(reduce, spec, cube, backend=be), args.repeat)
                 line[f"ours_{be.replace(':', '_')}_gbps"] = round(gb / t, 2)
             line["sum_gbps"] = round(gb / t_sum, 2)
             if peers is not None:
@@ -205,68 +211,87 @@ def bench_eels(args: argparse.Namespace) -> None:
     scan = 128 if args.quick else 256
     si, e = make_eels(scan, 2048)
     gb = si.nbytes / 1e9
-    t_sum = timed(lambda: si.sum(), args.repeat)
+    t_sum = timed(si.sum, args.repeat)
     for name in ("eels_peak_energy", "eels_band_ratio", "eels_band_integral", "eels_edge_intensity"):
         line: dict[str, typing.Any] = {"case": name, "dtype": "float32", "shape": list(si.shape), "GB": round(gb, 3)}
         for be in ("numpy", "torch:cpu"):
-            t = timed(lambda: reduce(name, si, backend=be, energy_eV=e), args.repeat)
+            t = timed(functools.partial(reduce, name, si, backend=be, energy_eV=e), args.repeat)
             line[f"ours_{be.replace(':', '_')}_gbps"] = round(gb / t, 2)
         line["sum_gbps"] = round(gb / t_sum, 2)
         line["x_sum"] = round(line["ours_numpy_gbps"] / line["sum_gbps"], 2)
         line["load1"] = load_average()
         emit(line)
     if args.gpu:
-        bench_gpu("eels_peak_energy", {"name": "eels_peak_energy"}, si, args.repeat, energy_eV=e)
+        bench_gpu("eels_peak_energy", {"name": "eels_peak_energy"}, si, args.repeat, e)
 
 
-def bench_gpu(case: str, spec: dict[str, typing.Any], data: np.ndarray, repeat: int, **calib: typing.Any) -> None:
-    """Resident (chunks already on the card) and streamed (from host) GB/s on CuPy and PyTorch CUDA,
-    against the card's device-to-device copy rate and the pinned host->device rate."""
+def card_rates(nbytes: int, repeat: int) -> tuple[float, float]:
+    """(device-memory GB/s of a copy, counting read + write; pinned host->device GB/s) for ``nbytes``."""
     import torch
 
-    from emedge_core.scalarize import from_spec, get_backend, reduce
+    dev = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
+    pinned = torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
+
+    def clone() -> None:
+        dev.clone()
+        torch.cuda.synchronize()
+
+    def upload() -> None:
+        dev.copy_(pinned, non_blocking=True)
+        torch.cuda.synchronize()
+
+    return 2 * nbytes / 1e9 / timed(clone, repeat), nbytes / 1e9 / timed(upload, repeat)
+
+
+def resident_seconds(be: typing.Any, spec: dict[str, typing.Any], flat: np.ndarray, repeat: int,
+                     energy_eV: typing.Optional[np.ndarray]) -> float:
+    """Median seconds of the shared pass + ``process`` over ``flat`` (n, *sig) already on the card."""
+    import torch
+
+    from emedge_core.scalarize import from_spec
     from emedge_core.scalarize.base import Signal
     from emedge_core.scalarize.stream import _weights
+
+    s = from_spec(spec)
+    signal = Signal(s.signal_kind, flat.shape[1:], energy_eV, None)
+    rows = _weights(s, signal, flat[:64])
+    weights = None if rows is None else be.asarray(rows)
+    resident = be.asarray(flat)
+    step = max(1, (256 << 20) // (4 * signal.pixels))
+
+    def on_card() -> None:
+        for i in range(0, len(flat), step):
+            s.process(be.load(resident[i:i + step], weights, flat.dtype != np.float32), signal, be)
+        torch.cuda.synchronize()
+
+    return timed(on_card, repeat)
+
+
+def bench_gpu(case: str, spec: dict[str, typing.Any], data: np.ndarray, repeat: int,
+              energy_eV: typing.Optional[np.ndarray] = None) -> None:
+    """Resident (chunks already on the card) and streamed (from host) GB/s on CuPy and PyTorch CUDA,
+    against the card's device-memory copy rate and its pinned host->device rate."""
+    import torch
+
+    from emedge_core.scalarize import get_backend, reduce
 
     if not torch.cuda.is_available():
         emit({"case": f"gpu_{case}", "skipped": "no CUDA device on this machine"})
         return
     gb = data.nbytes / 1e9
-    dev = torch.empty(data.nbytes, dtype=torch.uint8, device="cuda")
-    pinned = torch.empty(data.nbytes, dtype=torch.uint8, pin_memory=True)
-
-    def sync(fn: typing.Callable[[], typing.Any]) -> typing.Callable[[], None]:
-        return lambda: (fn(), torch.cuda.synchronize())  # type: ignore[func-returns-value]
-
-    hbm = 2 * gb / timed(sync(lambda: dev.clone()), repeat)           # read + write
-    h2d = gb / timed(sync(lambda: dev.copy_(pinned, non_blocking=True)), repeat)
-    del dev, pinned
-    flat = data.reshape((-1,) + data.shape[-(1 if data.ndim == 3 else 2):])
+    hbm, h2d = card_rates(data.nbytes, repeat)
+    flat = data.reshape((-1,) + data.shape[2:])
     for name in ("torch:cuda", "cupy"):
         be = get_backend(name)
         if be.name == "numpy":
             emit({"case": f"gpu_{case}", "backend": name, "skipped": "not available"})
             continue
-        s = from_spec(spec)
-        kind = s.signal_kind
-        signal = Signal(kind, flat.shape[1:], calib.get("energy_eV"), None)
-        rows = _weights(s, signal, flat[:64])
-        weights = None if rows is None else be.asarray(rows)
-        resident = be.asarray(flat)
-        step = max(1, (256 << 20) // (4 * signal.pixels))
-
-        def on_card() -> None:
-            for i in range(0, len(flat), step):
-                s.process(be.load(resident[i:i + step], weights, data.dtype != np.float32), signal, be)
-            torch.cuda.synchronize()
-
-        t_res = timed(on_card, repeat)
-        t_str = timed(lambda: reduce(spec, data, backend=be, **calib), repeat)
-        emit({"case": f"gpu_{case}", "backend": repr(be), "card": torch.cuda.get_device_name(), "dtype": str(data.dtype),
-              "resident_gbps": round(gb / t_res, 1), "streamed_gbps": round(gb / t_str, 1),
+        t_res = resident_seconds(be, spec, flat, repeat, energy_eV)
+        t_str = timed(functools.partial(reduce, spec, data, backend=be, energy_eV=energy_eV), repeat)
+        emit({"case": f"gpu_{case}", "backend": repr(be), "card": torch.cuda.get_device_name(),
+              "dtype": str(data.dtype), "resident_gbps": round(gb / t_res, 1), "streamed_gbps": round(gb / t_str, 1),
               "hbm_copy_gbps": round(hbm, 1), "h2d_pinned_gbps": round(h2d, 1),
               "x_hbm": round(gb / t_res / hbm, 2), "x_h2d": round(gb / t_str / h2d, 2)})
-        del resident
 
 
 def main() -> None:

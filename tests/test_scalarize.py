@@ -115,7 +115,8 @@ def test_virtual_detectors_sum_their_masks() -> None:
     cases = {
         json.dumps({"name": "virtual_bf", "outer": 6.5, "center": c}): d < 6.5,
         json.dumps({"name": "virtual_adf", "inner": 8, "center": c}): d >= 8,
-        json.dumps({"name": "virtual_annular", "inner": 2, "outer": 5, "units": "mrad", "center": c}): (d >= 4) & (d < 10),
+        json.dumps({"name": "virtual_annular", "inner": 2, "outer": 5, "units": "mrad", "center": c}):
+            (d >= 4) & (d < 10),
     }
     for spec, mask in cases.items():
         want = (data.astype(np.float64) * mask).sum(axis=(1, 2))
@@ -137,7 +138,8 @@ def test_virtual_auto_radii_follow_the_bright_field_disk() -> None:
 
 def test_mrad_radii_need_a_calibration() -> None:
     with pytest.raises(EmedgeError, match="mrad_per_px"):
-        from_spec({"name": "virtual_bf", "outer": 3, "units": "mrad"})(Frames(np.ones((2, 8, 8), np.float32), "diffraction"))
+        from_spec({"name": "virtual_bf", "outer": 3, "units": "mrad"})(
+            Frames(np.ones((2, 8, 8), np.float32), "diffraction"))
 
 
 # -- DPC and iCoM ------------------------------------------------------------------------------
@@ -228,7 +230,9 @@ def test_band_integral_ratio_and_peak_max() -> None:
     data = data.astype(np.float64)
     lo, hi = (e >= 5) & (e <= 10), (e >= 15) & (e <= 20)
     for backend in ("numpy", "torch:cpu"):
-        s = lambda spec: from_spec(spec).use(backend)(frames).values  # noqa: E731
+        def s(spec: typing.Any) -> np.ndarray:
+            return from_spec(spec).use(backend)(frames).values  # noqa: B023  (called in this iteration)
+
         np.testing.assert_allclose(s({"name": "eels_band_integral", "band_eV": [5, 10]}), data[:, lo].sum(1))
         np.testing.assert_allclose(s("eels_band_ratio"), data[:, lo].sum(1) / data[:, hi].sum(1), rtol=1e-12)
         np.testing.assert_allclose(s({"name": "eels_peak_max", "range_eV": [15, 20]}), data[:, hi].max(1))
@@ -252,7 +256,8 @@ def test_edge_intensity_above_a_power_law() -> None:
 def test_windows_outside_the_spectrum_are_an_error() -> None:
     e = energy_axis(40)
     with pytest.raises(EmedgeError, match="outside the spectrum"):
-        from_spec({"name": "eels_band_integral", "band_eV": [200, 300]})(Frames(np.ones((2, 40), np.float32), "spectrum", energy_eV=e))
+        from_spec({"name": "eels_band_integral", "band_eV": [200, 300]})(
+            Frames(np.ones((2, 40), np.float32), "spectrum", energy_eV=e))
 
 
 # -- bad frames ------------------------------------------------------------------------------

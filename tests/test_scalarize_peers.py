@@ -23,8 +23,9 @@ assert spec is not None and spec.loader is not None
 bench = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bench)
 
-pytestmark = pytest.mark.skipif(not os.path.exists(bench.PEER_PY),
-                                reason=f"peer venv missing ({bench.PEER_PY}); run bash benchmarks/setup_peers_scalarize.sh")
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(bench.PEER_PY),
+    reason=f"peer venv missing ({bench.PEER_PY}); run bash benchmarks/setup_peers_scalarize.sh")
 R_BF, R_ADF = 6.2, 8.2        # radii whose circles pass between pixel centres, so "<" and "<=" masks agree
 ROTATION = 40.0
 

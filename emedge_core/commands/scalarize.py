@@ -70,8 +70,7 @@ def _open(path: str, kind: str, dataset: typing.Optional[str]) -> tuple[typing.A
         with np.load(path, allow_pickle=False) as z:
             if "data" not in z.files:
                 raise EmedgeError(f"{path} has no 'data' array")
-            calib = {"energy_eV": z["energy_eV"]} if "energy_eV" in z.files else {}
-            return z["data"], calib, None
+            return z["data"], ({"energy_eV": z["energy_eV"]} if "energy_eV" in z.files else {}), None
     import h5py
 
     try:

@@ -4,9 +4,9 @@
 gives a :class:`ScalarResult` (the experiment loop); :func:`reduce` runs it over an array, an
 HDF5/EMD dataset or a live stream of chunks and gives the map with per-position reason codes.
 """
-from emedge_core.scalarize.backends import Backend, get_backend
-from emedge_core.scalarize.base import REGISTRY, Reason, ScalarResult, Scalarizer, Signal, from_spec, register, screen
 from emedge_core.scalarize import diffraction, dpc, eels, virtual  # noqa: F401  (register the reductions)
+from emedge_core.scalarize.backends import Backend, get_backend
+from emedge_core.scalarize.base import REGISTRY, Reason, Scalarizer, ScalarResult, Signal, from_spec, register, screen
 from emedge_core.scalarize.stream import MapResult, reduce
 
 __all__ = ["REGISTRY", "Backend", "MapResult", "Reason", "ScalarResult", "Scalarizer", "Signal", "from_spec",

@@ -166,9 +166,10 @@ class TorchBackend(Backend):
         return host, dev
 
     def is_device_error(self, exc: BaseException) -> bool:
+        words = ("CUDA", "cuDNN", "cuBLAS", "device-side")
         return self.device.startswith("cuda") and (
             isinstance(exc, self.torch.OutOfMemoryError)
-            or (isinstance(exc, RuntimeError) and any(w in str(exc) for w in ("CUDA", "cuDNN", "cuBLAS", "device-side"))))
+            or (isinstance(exc, RuntimeError) and any(w in str(exc) for w in words)))
 
     def load(self, raw: typing.Any, weights: typing.Any, want_max: bool) -> Chunk:
         torch = self.torch

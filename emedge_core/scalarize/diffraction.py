@@ -61,7 +61,7 @@ class Geometry:
 
     center: typing.Union[None, str, tuple[float, float]]
     units: str
-    _found: dict[str, float]
+    _found: dict[str, typing.Any]
 
     def _px(self, value: typing.Optional[float], signal: Signal) -> typing.Optional[float]:
         """A radius in the scalarizer's units -> px."""
@@ -81,8 +81,10 @@ class Geometry:
                 raise EmedgeError("cannot find the bright-field disk: the first chunk has no good frame")
             cy, cx, r = bf_disk(sample.mean(axis=0))
             self._found = {"bf_center_px": [cy, cx], "bf_radius_px": r}
-            if self.center != "auto":
-                cy, cx = ((ky - 1) / 2, (kx - 1) / 2) if self.center is None else self.center
+            if self.center is None:
+                cy, cx = (ky - 1) / 2, (kx - 1) / 2
+            elif self.center != "auto":
+                cy, cx = typing.cast(tuple[float, float], self.center)
             return cy, cx, r
         cy, cx = ((ky - 1) / 2, (kx - 1) / 2) if self.center is None else typing.cast(tuple[float, float], self.center)
         return cy, cx, float("nan")
@@ -91,7 +93,7 @@ class Geometry:
         return dict(getattr(self, "_found", {}))
 
 
-def annulus(shape: tuple[int, int], cy: float, cx: float, inner: float, outer: float) -> np.ndarray:
+def annulus(shape: tuple[int, ...], cy: float, cx: float, inner: float, outer: float) -> np.ndarray:
     """(ky, kx) float32 mask: 1 where inner <= distance from (cy, cx) < outer (px)."""
     rows, cols = np.indices(shape, dtype=np.float64)
     d = np.hypot(rows - cy, cols - cx)

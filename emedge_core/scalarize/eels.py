@@ -86,7 +86,6 @@ class _EELS(Scalarizer):
         self._slices = {name: channels(e, band, name) for name, band in self._bands().items()}
         if self.zlp_eV is not None:
             self._slices["zlp_eV"] = channels(e, self.zlp_eV, "zlp_eV")
-        return None
 
     def _zlp(self, data: typing.Any, signal: Signal, xp: typing.Any) -> typing.Any:
         """(n,) float64 refined ZLP energy of each spectrum (eV)."""

@@ -10,8 +10,9 @@
 Each chunk goes through the backend's shared pass (cast, projections, maxima), is
 screened for bad frames and reduced on the device; the values are merged into the map
 on the host, in order. On NumPy a few chunks are reduced at once on threads (NumPy and
-BLAS release the GIL); on CUDA the next chunk's upload overlaps this one's compute. A device error (out of memory, driver)
-moves the rest of the stream to NumPy with one warning, the failed chunk included.
+BLAS release the GIL); on CUDA the next chunk's upload overlaps this one's compute.
+A device error (out of memory, driver) moves the rest of the stream to NumPy with one
+warning, the failed chunk included.
 """
 from __future__ import annotations
 

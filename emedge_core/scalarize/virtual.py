@@ -54,7 +54,7 @@ class _Annular(Geometry, Scalarizer):
         cy, cx, r_bf = self._geometry(signal, sample, need_disk=need)
         far = float(np.hypot(max(cy, signal.shape[0] - 1 - cy), max(cx, signal.shape[1] - 1 - cx))) + 1.0
         radii = []
-        for value, factor in zip((self.inner, self.outer), self.auto_factor):
+        for value, factor in zip((self.inner, self.outer), self.auto_factor, strict=True):
             if value == "auto":
                 radii.append(factor * r_bf)
             elif value is None:

@@ -199,7 +199,7 @@ def test_bad_inputs_are_error_lines(swift: typing.Any) -> None:
     assert view.status.text.startswith("error: parameters are not valid JSON")
     view.params.text = '{"colour": 3}'
     view.start_button.on_clicked()
-    assert view.status.text.startswith("error: bad parameters for scalarizer 'eels_peak_energy'")
+    assert view.status.text.startswith("error: bad parameters for scalarizer 'eels_band_integral'")
     assert view.live is None
 
 

@@ -2,7 +2,7 @@
 
 In Swift's console (*Window > Python Console*) ``emedge`` is already imported::
 
-    run = emedge.start("microscope", "eels_peak_energy", budget=40, seeds=5, window_px=8)
+    run = emedge.start("microscope", "eels_band_integral", budget=40, seeds=5, window_px=8)
     run.pause(); run.resume()
     run.status                    # 'step 12: 16/40 measured (0.21 s)'
     m = run.maps                  # {'measured', 'prediction', 'uncertainty'}: (H, W) arrays
@@ -55,7 +55,7 @@ def default_out_dir() -> str:
     return os.path.join(load_settings().staging_dir, "experiments", stamp)
 
 
-def start(source: typing.Union[str, Instrument] = "microscope", scalarizer: typing.Any = "eels_peak_energy", *,
+def start(source: typing.Union[str, Instrument] = "microscope", scalarizer: typing.Any = "eels_band_integral", *,
           budget: int = 40, seeds: int = 5, window_px: int = 8, batch: int = 1, acquisition: str = "ucb",
           stop_uncertainty: typing.Optional[float] = None, survey_px: int = 64, exposure_ms: float = 10.0,
           seed: int = 0, out_dir: typing.Optional[str] = None, document_window: typing.Any = None) -> LiveExperiment:

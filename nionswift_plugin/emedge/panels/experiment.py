@@ -32,7 +32,7 @@ class ExperimentView:
         self.source = f.combo("Source", list(SOURCE_LABELS), SOURCE_LABELS.__getitem__)
         self.replay_path = f.line("Replay file", "")
         self.scalarizer = f.combo("Scalarizer", sorted(REGISTRY))
-        self.scalarizer.current_item = "eels_peak_energy"
+        self.scalarizer.current_item = "eels_band_integral"
         self.params = f.line("Parameters (JSON)", "{}")
         self.window_px = f.line("Window (px)", "8")
         self.survey_px = f.line("Survey (px)", "64")

@@ -308,6 +308,17 @@ def test_wrong_shape_and_dtype_chunks_do_not_stop_the_stream() -> None:
     np.testing.assert_allclose(out.values[out.reason == 0], want)
 
 
+def test_auto_parameters_wait_for_the_first_good_frame() -> None:
+    blank = [np.zeros((4, DET, DET), np.float32), np.full((4, DET, DET), np.nan, np.float32)]
+    good = shifted_disks(np.array([[0.5, 0.0], [-0.5, 0.0]]), scale=10).astype(np.float32)
+    out = reduce({"name": "com", "center": "auto"}, iter(blank + [good]), backend="numpy")
+    assert out.reason.tolist() == [Reason.EMPTY] * 4 + [Reason.NONFINITE] * 4 + [Reason.OK] * 2
+    np.testing.assert_allclose(out.values[-2:], [[0.5, 0.0], [-0.5, 0.0]], atol=1e-4)
+    nothing = reduce({"name": "icom", "center": "auto"}, np.zeros((3, 4, DET, DET), np.float32), backend="numpy")
+    assert nothing.values.shape == (3, 4) and np.isnan(nothing.values).all()
+    assert (nothing.reason == Reason.EMPTY).all()
+
+
 def test_a_failed_reduction_is_flagged() -> None:
     e = energy_axis(200)
     data = np.ones((3, 200), np.float32)

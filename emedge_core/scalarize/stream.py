@@ -33,6 +33,8 @@ from emedge_core.scalarize.base import Reason, Scalarizer, Signal, from_spec, sc
 
 #: default bytes (as float32) per chunk: fits the CPU's cache / a GPU's copy pipeline
 CHUNK_BYTES = {"numpy": 8 << 20, "gpu": 256 << 20}
+#: chunks looked through for a good frame to resolve "auto" parameters from
+SAMPLE_CHUNKS = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,12 +117,19 @@ def _energy(energy_eV: typing.Optional[np.ndarray], sig: tuple[int, ...], kind: 
     return e
 
 
-def _weights(scalarizer: Scalarizer, signal: Signal, first: np.ndarray) -> typing.Optional[np.ndarray]:
+def _sample(chunk: np.ndarray, signal: Signal) -> np.ndarray:
+    """Up to 64 good frames (right shape, finite, not all zero) of ``chunk`` as (m, *sig) float64."""
+    if tuple(chunk.shape[1:]) != signal.shape or chunk.dtype.kind not in "uif":
+        return np.zeros((0,) + signal.shape)
+    flat = np.asarray(chunk[:256], np.float64).reshape(-1, signal.pixels)
+    good = flat[np.isfinite(flat).all(axis=1) & (flat != 0).any(axis=1)][:64]
+    return good.reshape((-1,) + signal.shape)
+
+
+def _weights(scalarizer: Scalarizer, signal: Signal, sample: np.ndarray) -> typing.Optional[np.ndarray]:
     """The scalarizer's (k, P) float32 weight rows (row 0 >= 0, it screens the frames), or None.
-    ``first``: the first chunk; its first 64 good frames resolve the "auto" parameters."""
-    flat = np.asarray(first[:64], np.float64).reshape(min(len(first), 64), -1)
-    good = flat[np.isfinite(flat).all(axis=1) & (flat != 0).any(axis=1)]
-    rows = scalarizer.prepare(signal, good.reshape((-1,) + signal.shape))
+    ``sample``: (m, *sig) good frames that resolve the "auto" parameters."""
+    rows = scalarizer.prepare(signal, sample)
     if rows is None:
         return None
     rows = np.asarray(rows, np.float32).reshape(-1, signal.pixels)
@@ -129,22 +138,46 @@ def _weights(scalarizer: Scalarizer, signal: Signal, first: np.ndarray) -> typin
     return rows
 
 
+def _prepare(s: Scalarizer, signal: Signal, chunks: typing.Iterator[np.ndarray]
+             ) -> tuple[bool, typing.Optional[np.ndarray], typing.Iterator[np.ndarray]]:
+    """Prepare ``s`` on the first good frames (looking through at most :data:`SAMPLE_CHUNKS` chunks).
+
+    Returns (any good frame, weight rows, the chunks again from the start). A stream with no
+    good frame at all is not prepared: its positions all keep their reason codes and NaN.
+    """
+    head: list[np.ndarray] = []
+    sample = np.zeros((0,) + signal.shape)
+    ended = True
+    for chunk in chunks:
+        head.append(chunk)
+        sample = _sample(chunk, signal)
+        if len(sample) or len(head) >= SAMPLE_CHUNKS:
+            ended = False
+            break
+    rest = itertools.chain(head, chunks)
+    if ended and not len(sample):
+        return False, None, rest
+    return True, _weights(s, signal, sample), rest
+
+
 def _saturation(scalarizer: Scalarizer, dtype: np.dtype) -> typing.Optional[float]:
     if scalarizer.saturation is not None:
         return float(scalarizer.saturation)
     return float(np.iinfo(dtype).max) if np.issubdtype(dtype, np.integer) else None
 
 
-def _reduce_chunk(s: Scalarizer, signal: Signal, be: Backend, weights: typing.Any,
-                  host: np.ndarray, dev: typing.Any) -> tuple[np.ndarray, np.ndarray]:
-    """One chunk -> ((n, k) float64 values, NaN where bad; (n,) uint8 reasons)."""
+def _reduce_chunk(s: Scalarizer, signal: Signal, be: Backend, weights: typing.Any, host: np.ndarray,
+                  dev: typing.Any, skip: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """One chunk -> ((n, k) float64 values, NaN where bad; (n,) uint8 reasons).
+    ``skip``: only screen (a stream with no good frame, where ``s`` was never prepared)."""
     n, k = host.shape[0], len(s.frame_components or s.components)
     if tuple(host.shape[1:]) != signal.shape or host.dtype.kind not in "uif":
         return np.full((n, k), np.nan), np.full(n, Reason.SHAPE, np.uint8)
     level = _saturation(s, host.dtype)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):   # bad frames give NaN: flagged below
         chunk = be.load(dev, weights, level is not None)
-        out = be.to_numpy(s.process(chunk, signal, be)).astype(np.float64).reshape(n, k)
+        out = np.full((n, k), np.nan) if skip else \
+            be.to_numpy(s.process(chunk, signal, be)).astype(np.float64).reshape(n, k)
     reason = screen(chunk, be, level)
     reason[(reason == Reason.OK) & ~np.isfinite(out).all(axis=1)] = Reason.FAILED
     out[reason != Reason.OK] = np.nan
@@ -152,17 +185,17 @@ def _reduce_chunk(s: Scalarizer, signal: Signal, be: Backend, weights: typing.An
 
 
 def _results(s: Scalarizer, signal: Signal, be: Backend, weights: typing.Any, chunks: typing.Iterator[np.ndarray],
-             threads: int) -> typing.Iterator[tuple[np.ndarray, np.ndarray]]:
+             threads: int, skip: bool) -> typing.Iterator[tuple[np.ndarray, np.ndarray]]:
     """Per-chunk results in order; on NumPy with ``threads`` > 1, that many chunks at a time
     (NumPy and BLAS release the GIL), at most 2 x threads chunks in memory."""
     if threads <= 1 or be.name != "numpy":
         for host, dev in be.uploads(chunks):
-            yield _reduce_chunk(s, signal, be, weights, host, dev)
+            yield _reduce_chunk(s, signal, be, weights, host, dev, skip)
         return
     with concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="emedge-scalarize") as pool:
         pending: collections.deque[concurrent.futures.Future[tuple[np.ndarray, np.ndarray]]] = collections.deque()
         for host in chunks:
-            pending.append(pool.submit(_reduce_chunk, s, signal, be, weights, host, host))
+            pending.append(pool.submit(_reduce_chunk, s, signal, be, weights, host, host, skip))
             if len(pending) >= 2 * threads:
                 yield pending.popleft().result()
         while pending:
@@ -192,10 +225,7 @@ def reduce(scalarizer: typing.Union[str, dict[str, typing.Any], Scalarizer], sou
     values: list[np.ndarray] = []
     reasons: list[np.ndarray] = []
     raw_bytes = 0
-    chunks: typing.Iterator[np.ndarray] = src.chunks
-    first = next(chunks, None)
-    weights_host = None if first is None else _weights(s, src.signal, first)
-    chunks = iter(()) if first is None else itertools.chain([first], chunks)
+    good, weights_host, chunks = _prepare(s, src.signal, src.chunks)
     pulled: collections.deque[np.ndarray] = collections.deque()
 
     def feed() -> typing.Iterator[np.ndarray]:
@@ -206,7 +236,7 @@ def reduce(scalarizer: typing.Union[str, dict[str, typing.Any], Scalarizer], sou
     while True:
         try:
             weights = None if weights_host is None else be.asarray(weights_host)
-            for out, reason in _results(s, src.signal, be, weights, feed(), threads):
+            for out, reason in _results(s, src.signal, be, weights, feed(), threads, not good):
                 raw_bytes += pulled.popleft().nbytes
                 values.append(out)
                 reasons.append(reason)
@@ -228,5 +258,8 @@ def reduce(scalarizer: typing.Union[str, dict[str, typing.Any], Scalarizer], sou
     value_map = flat_values.reshape(shape + ((k,) if k > 1 else ()))
     if s.map_level and len(shape) != 2:
         raise EmedgeError(f"scalarizer {s.name!r} needs an (H, W) scan shape")
-    value_map = s.finalize(value_map, reason_map)
+    if good:
+        value_map = s.finalize(value_map, reason_map)
+    else:
+        value_map = np.full(shape + ((len(s.components),) if len(s.components) > 1 else ()), np.nan)
     return MapResult(value_map, reason_map, time.perf_counter() - t0, raw_bytes, repr(be), s.resolved())

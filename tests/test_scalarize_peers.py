@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from emedge_core.scalarize import reduce
-from tests.test_scalarize import DISK_AT, detector_field, patterns_for, phase
+from test_scalarize import DISK_AT, detector_field, patterns_for, phase
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BENCH = os.path.join(HERE, "..", "benchmarks", "scalarize.py")

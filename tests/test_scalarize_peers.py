@@ -12,9 +12,9 @@ import typing
 
 import numpy as np
 import pytest
+from test_scalarize import DISK_AT, detector_field, patterns_for, phase
 
 from emedge_core.scalarize import reduce
-from test_scalarize import DISK_AT, detector_field, patterns_for, phase
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BENCH = os.path.join(HERE, "..", "benchmarks", "scalarize.py")

@@ -103,8 +103,8 @@ class Backend:
             tile = slice(i, min(i + step, n))
             if data is not src:
                 np.copyto(data[tile], src[tile], casting="unsafe")
-            if maxv is not None:
-                maxv[tile] = src[tile].max(axis=1)
+            if maxv is not None:                  # on the float32 tile: faster than on uint16
+                np.max(data[tile], axis=1, out=maxv[tile])
             np.matmul(weights, data[tile].T, out=proj[:, tile])
         return Chunk(data.reshape(raw.shape), proj, maxv)
 

@@ -101,7 +101,7 @@ class ArraySink:
         self._k = 0                       # frames in the buffer
         self._runs = chunk_runs(self.nav_shape, self.c) if self.nav_shape else None
         self._run_len = self._next_run_len()
-        self.frames_written, self.raw_bytes, self.stored_bytes, self.seconds = 0, 0, 0, 0.0
+        self.frames_written, self.raw_bytes, self.seconds = 0, 0, 0.0
         self._vmax = -np.inf
         self._ds: dict[str, h5py.Dataset] = {}
 
@@ -118,7 +118,7 @@ class ArraySink:
     def append(self, frames: np.ndarray) -> None:
         """Add frames (k, *frame_shape), or one frame (*frame_shape), in scan order."""
         a = np.asarray(frames)
-        if a.shape == self.frame_shape and (a.ndim < len(self.frame_shape) + 1):
+        if a.shape == self.frame_shape:         # one frame
             a = a[None]
         if a.shape[1:] != self.frame_shape:
             raise EmedgeError(f"{self.name}: frames of shape {a.shape[1:]} do not match frame shape {self.frame_shape}")
@@ -147,9 +147,9 @@ class ArraySink:
         if not self._ds:
             self._create()
         if self.codec.kind == "sparse":
-            stored = self._write_sparse(block)
+            self._write_sparse(block)
         else:
-            stored = self._write_dense(chunk, nav_ndim)
+            self._write_dense(chunk, nav_ndim)
         ck = self._ds["checksums"]
         ck.resize((ck.shape[0] + 1,))
         ck[-1] = crc
@@ -161,12 +161,11 @@ class ArraySink:
         self._ds["data"].attrs["frames_written"] = self.frames_written
         self.group.file.flush()
         self.raw_bytes += block.nbytes
-        self.stored_bytes += stored
         self.seconds += time.perf_counter() - t0
         self._k = 0
         self._run_len = self._next_run_len()
 
-    def _write_dense(self, chunk: np.ndarray, nav_ndim: int) -> int:
+    def _write_dense(self, chunk: np.ndarray, nav_ndim: int) -> None:
         payload = self.codec.encode_chunk(chunk, axis=nav_ndim - 1)
         d = self._ds["data"]
         if self.nav_shape is None:
@@ -176,29 +175,25 @@ class ArraySink:
             nav = np.unravel_index(self.frames_written, self.nav_shape)
             offset = tuple(int(i) for i in nav) + (0,) * len(self.frame_shape)
         d.id.write_direct_chunk(offset, payload)
-        return len(payload)
 
-    def _write_sparse(self, block: np.ndarray) -> int:
+    def _write_sparse(self, block: np.ndarray) -> None:
         per_frame, index, count = self.codec.events(block.reshape(len(block), *self.frame_shape))
-        stored = 0
         for key, values in (("events_per_frame", per_frame), ("event_index", index), ("event_count", count)):
             d = self._ds[key]
             n = d.shape[0]
             d.resize((n + len(values),))
             d[n:] = values
-            stored += values.nbytes
-        self._ds["data"] = self._ds["events_per_frame"]
-        return stored      # raw event bytes; the file's storage size gives the compressed total
 
     def _create(self) -> None:
         g, codec = self.group, self.codec
-        g.attrs.update({"emedge_nav_ndim": len(self.nav_shape) if self.nav_shape else 1,
-                        "emedge_chunk_frames": self.c, **codec.attrs(self.dtype)} if codec.kind != "sparse" else
-                       {"emd_group_type": "emedge_sparse", "python_class": "EmedgeSparse", "emedge_codec": codec.spec,
-                        "emedge_lossless": True, "emedge_nav_ndim": len(self.nav_shape) if self.nav_shape else 1,
-                        "emedge_chunk_frames": self.c, "emedge_original_dtype": self.dtype.str,
-                        "frame_shape": np.asarray(self.frame_shape, np.int64),
-                        "nav_shape": np.asarray(self.nav_shape or (-1,), np.int64)})
+        g.attrs.update({"emedge_nav_ndim": len(self.nav_shape) if self.nav_shape else 1, "emedge_chunk_frames": self.c})
+        if codec.kind == "sparse":
+            g.attrs.update({"emd_group_type": "emedge_sparse", "python_class": "EmedgeSparse",
+                            "emedge_codec": codec.spec, "emedge_lossless": True, "emedge_original_dtype": self.dtype.str,
+                            "frame_shape": np.asarray(self.frame_shape, np.int64),
+                            "nav_shape": np.asarray(self.nav_shape or (-1,), np.int64)})
+        else:
+            g.attrs.update(codec.attrs(self.dtype))
         bound = codec.error_bound()
         if bound is not None:
             g.attrs["emedge_error_bound"] = json.dumps(bound, default=float)
@@ -241,8 +236,9 @@ class ArraySink:
         return self.stats()
 
     def stats(self) -> dict[str, typing.Any]:
-        stored = sum(d.id.get_storage_size() for d in self.group.values() if isinstance(d, h5py.Dataset)
-                     and d.name.rsplit("/", 1)[-1] not in ("checksums",) and not d.name.rsplit("/", 1)[-1].startswith("dim"))
+        """frames, raw_bytes, stored_bytes (the data only: checksums and axes excluded), ratio, seconds
+        (time in encode + write + flush), codec, lossless."""
+        stored = sum(d.id.get_storage_size() for k, d in self.group.items() if _is_payload(k, d))
         return {"frames": self.frames_written, "raw_bytes": self.raw_bytes, "stored_bytes": stored,
                 "ratio": self.raw_bytes / stored if stored else float("nan"), "seconds": self.seconds,
                 "codec": self.codec.spec if self.codec else None,
@@ -533,7 +529,7 @@ def info(path: str) -> dict[str, typing.Any]:
         for name, a in g.items():
             if not _is_array(a):
                 continue
-            ds = [d for k, d in a.items() if isinstance(d, h5py.Dataset) and k != "checksums" and not k.startswith("dim")]
+            ds = [d for k, d in a.items() if _is_payload(k, d)]
             stored = sum(d.id.get_storage_size() for d in ds)
             dtype = np.dtype(str(a.attrs.get("emedge_original_dtype", ds[0].dtype.str if ds else "u1")))
             main = a["data"] if "data" in a else a.get("events_per_frame")
@@ -553,6 +549,11 @@ def info(path: str) -> dict[str, typing.Any]:
                             "raw_bytes": raw, "stored_bytes": stored, "ratio": raw / stored if stored else None}
         root_attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
         return {"path": path, "file_attrs": root_attrs, "root": g.name, "arrays": arrays, "provenance": prov}
+
+
+def _is_payload(key: str, item: typing.Any) -> bool:
+    """True for the data sets that hold an array's values (not its checksums or axis vectors)."""
+    return isinstance(item, h5py.Dataset) and key != "checksums" and not key.startswith("dim")
 
 
 def _filters(d: typing.Optional[h5py.Dataset]) -> list[str]:

@@ -17,7 +17,8 @@ and plain h5py + hdf5plugin read the arrays)::
     /<root>/<name>/data    the array (stored dtype), chunks (1, .., 1, c, *frame) along the scan,
                            attrs units, frames_written
     /<root>/<name>/dim0..  axis vectors [start, start + step] with name and units
-    /<root>/<name>/checksums  CRC-32 per chunk of the original data, in write order
+    /<root>/<name>/checksums  CRC-32 per chunk of the original data, in write order (while
+                           streaming it is grown in steps; frames_written tells which count)
 
 Frames arrive in C order over the navigation (scan) shape; ``c`` consecutive frames along the last
 scan axis form one HDF5 chunk. Each full chunk is encoded, written with ``write_direct_chunk``,
@@ -101,7 +102,7 @@ class ArraySink:
         self._k = 0                       # frames in the buffer
         self._runs = chunk_runs(self.nav_shape, self.c) if self.nav_shape else None
         self._run_len = self._next_run_len()
-        self.frames_written, self.raw_bytes, self.seconds = 0, 0, 0.0
+        self.frames_written, self.raw_bytes, self.seconds, self._n_chunks = 0, 0, 0.0, 0
         self._vmax = -np.inf
         self._ds: dict[str, h5py.Dataset] = {}
 
@@ -128,56 +129,64 @@ class ArraySink:
             raise EmedgeError(f"{self.name}: more frames than the scan shape {self.nav_shape} holds")
         i = 0
         while i < len(a):
+            if self._k == 0 and self._run_len == self.c and len(a) - i >= self.c:
+                self._flush_chunk(a[i:i + self.c])         # a whole chunk: encoded straight from the input
+                i += self.c
+                continue
             take = min(self._run_len - self._k, len(a) - i)
             self._buf[self._k:self._k + take] = a[i:i + take]
             self._k += take
             i += take
             if self._k == self._run_len:
-                self._flush_chunk()
+                self._flush_chunk(self._buf[:self._k])
 
-    def _flush_chunk(self) -> None:
-        k, t0 = self._k, time.perf_counter()
-        block = self._buf[:k]
+    def _flush_chunk(self, block: np.ndarray) -> None:
+        """Encode, write and flush ``block`` (k <= c frames; the buffer pads a short run with zeros)."""
+        k, t0 = len(block), time.perf_counter()
         crc = checksum(block)
-        self._buf[k:] = 0
+        if k < self.c:
+            self._buf[k:] = 0
+            block = self._buf
         nav_ndim = len(self.nav_shape) if self.nav_shape else 1
-        chunk = self._buf.reshape((1,) * (nav_ndim - 1) + self._buf.shape)
+        chunk = np.ascontiguousarray(block).reshape((1,) * (nav_ndim - 1) + (self.c, *self.frame_shape))
         if self.codec is None:
             self.codec = compress.get("auto", sample=[chunk], axis=nav_ndim - 1)
         if not self._ds:
             self._create()
         if self.codec.kind == "sparse":
-            self._write_sparse(block)
+            self._write_sparse(block[:k], k)
         else:
-            self._write_dense(chunk, nav_ndim)
+            self._write_dense(chunk, nav_ndim, k)
         ck = self._ds["checksums"]
-        ck.resize((ck.shape[0] + 1,))
-        ck[-1] = crc
-        if getattr(self.codec, "transform", None) is not None and not self.codec.transform.lossless and block.size:
-            self._vmax = max(self._vmax, float(block.max()))       # the stated bound grows with the largest value
+        if self._n_chunks == ck.shape[0]:          # grown in steps; frames_written says which entries count
+            ck.resize((ck.shape[0] + 4096,))
+        ck[self._n_chunks] = crc
+        self._n_chunks += 1
+        if getattr(self.codec, "transform", None) is not None and not self.codec.transform.lossless and k:
+            self._vmax = max(self._vmax, float(block[:k].max()))       # the stated bound grows with the largest value
             self.group.attrs["emedge_error_bound"] = json.dumps(self.codec.error_bound(np.array([self._vmax])),
                                                                 default=float)
         self.frames_written += k
         self._ds["data"].attrs["frames_written"] = self.frames_written
         self.group.file.flush()
-        self.raw_bytes += block.nbytes
+        self.raw_bytes += k * self._buf[0].nbytes
         self.seconds += time.perf_counter() - t0
         self._k = 0
         self._run_len = self._next_run_len()
 
-    def _write_dense(self, chunk: np.ndarray, nav_ndim: int) -> None:
+    def _write_dense(self, chunk: np.ndarray, nav_ndim: int, k: int) -> None:
         payload = self.codec.encode_chunk(chunk, axis=nav_ndim - 1)
         d = self._ds["data"]
         if self.nav_shape is None:
             offset = (self.frames_written,) + (0,) * len(self.frame_shape)
-            d.resize((self.frames_written + self._k, *self.frame_shape))
+            d.resize((self.frames_written + k, *self.frame_shape))
         else:
             nav = np.unravel_index(self.frames_written, self.nav_shape)
             offset = tuple(int(i) for i in nav) + (0,) * len(self.frame_shape)
         d.id.write_direct_chunk(offset, payload)
 
-    def _write_sparse(self, block: np.ndarray) -> None:
-        per_frame, index, count = self.codec.events(block.reshape(len(block), *self.frame_shape))
+    def _write_sparse(self, block: np.ndarray, k: int) -> None:
+        per_frame, index, count = self.codec.events(block.reshape(k, *self.frame_shape))
         for key, values in (("events_per_frame", per_frame), ("event_index", index), ("event_count", count)):
             d = self._ds[key]
             n = d.shape[0]
@@ -226,11 +235,12 @@ class ArraySink:
     def close(self) -> dict[str, typing.Any]:
         """Flush a partial last chunk (growing series) and return the array's statistics."""
         if self._k:
-            self._flush_chunk()
+            self._flush_chunk(self._buf[:self._k])
         if self.codec is None:           # nothing was ever written
             self.codec = compress.get("blosc2")
         if not self._ds:
             self._create()
+        self._ds["checksums"].resize((self._n_chunks,))
         if self.total is not None and self.frames_written < self.total:
             raise EmedgeError(f"{self.name}: closed after {self.frames_written} of {self.total} frames")
         return self.stats()

@@ -292,3 +292,20 @@ def test_lossy_bound_and_sqrt_formula_are_recorded(tmp_path) -> None:
     back = emd.read(path)
     assert np.abs(back["eels"] - DATA["eels"]).max() <= 1.0
     assert np.abs(back["cube"].astype(float) - DATA["counting"]).max() <= bound["value"]
+
+
+@pytest.mark.parametrize("nav", [None, (5, 6)])
+def test_any_append_sizes_give_the_same_file_content(tmp_path, nav) -> None:
+    a = DATA["counting"].reshape(-1, 32, 32)
+    sizes = np.random.default_rng(5).integers(1, 9, 40)
+    path = str(tmp_path / "s.h5")
+    with emd.StreamWriter(path, "x", (32, 32), np.uint16, nav_shape=nav, codec="delta+blosc2", chunk_frames=4) as w:
+        i = 0
+        for n in sizes:
+            w.append(a[i:i + n])
+            i += int(n)
+            if i >= len(a):
+                break
+    assert np.array_equal(emd.read(path, "x").reshape(-1, 32, 32), a)
+    with h5py.File(path, "r") as f:
+        assert len(f["data/x/checksums"]) == (8 if nav is None else 10)

@@ -218,11 +218,11 @@ def _inject_enospc(monkeypatch, limit: int) -> None:
     written = {"n": 0}
     real = emd.ArraySink._write_dense
 
-    def limited(self, chunk, nav_ndim):
+    def limited(self, chunk, *args):
         written["n"] += chunk.nbytes
         if written["n"] > limit:
             raise OSError(28, "No space left on device (injected)")
-        return real(self, chunk, nav_ndim)
+        return real(self, chunk, *args)
 
     monkeypatch.setattr(emd.ArraySink, "_write_dense", limited)
 

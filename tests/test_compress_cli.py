@@ -110,3 +110,25 @@ def test_experiment_file_is_compressed_emd_and_replays(tmp_path, kind: str) -> N
     assert replay.signal_kind == kind and replay.available().sum() == len(np.unique(result.positions, axis=0))
     i = len(result.positions) - 1
     assert np.array_equal(replay.measure(result.positions[i:i + 1]).data[0], result.frames[i])
+
+
+def test_compress_keeps_nan_and_takes_frames_of_an_experiment_file(tmp_path, capsys) -> None:
+    from emedge_core.experiment_file import write_experiment
+
+    paths = write_experiment(_result("diffraction"), str(tmp_path))
+    out = tmp_path / "frames.h5"
+    assert main(["compress", paths["h5"], str(out), "--json"]) == 0
+    assert _json_tail(capsys)["dataset"] == "frames"
+    assert main(["compress", paths["h5"], str(out), "--dataset", "max_std", "--json"]) == 0   # holds a NaN
+    res = _json_tail(capsys)
+    assert res["lossless"] and res["max_abs_error"] == 0.0
+    assert np.isnan(emd.read(str(out), "data")[0])
+
+
+def test_max_abs_error_refuses_moved_nans() -> None:
+    from emedge_core import EmedgeError
+    from emedge_core.commands.compress import max_abs_error
+
+    assert max_abs_error(np.array([1.0, np.nan, 3.5]), np.array([1.0, np.nan, 3.0])) == 0.5
+    with pytest.raises(EmedgeError, match="NaN"):
+        max_abs_error(np.array([np.nan, 2.0]), np.array([1.0, 2.0]))

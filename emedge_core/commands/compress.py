@@ -4,7 +4,7 @@
     emedge inspect FILE [--json]
 
 IN is a replay ``.npz``/HDF5 with ``data`` (plus ``survey``/``energy_eV``, copied along), or an
-EMD/HDF5 file (its ``data`` array, else the largest). OUT is an EMD 1.0 file written by the
+EMD/HDF5 file (its ``data`` array, else ``frames`` as in ``experiment.h5``, else the largest). OUT is an EMD 1.0 file written by the
 streaming writer to ``OUT.partial`` (renamed to OUT once complete), then read back: lossless codecs are checked bit for bit (and per-chunk CRC-32),
 lossy ones report their largest absolute error. ``--json`` prints, last, one line
 ``{"ratio", "compress_MBps", "dataset", "lossless", "max_abs_error"}``.
@@ -79,7 +79,8 @@ def open_source(path: str, dataset: typing.Optional[str], stack: typing.Any) -> 
     if f.attrs.get("emd_group_type") == "file":
         root = emd._root(f, None)
         names = [k for k, v in root.items() if emd._is_array(v)]
-        key = dataset or ("data" if "data" in names else max(names, key=lambda k: _nbytes(root[k]), default=None))
+        preferred = [k for k in ("data", "frames") if k in names]       # 'frames': an experiment.h5
+        key = dataset or (preferred[0] if preferred else max(names, key=lambda k: _nbytes(root[k]), default=None))
         if key not in names:
             raise EmedgeError(f"{path} has no EMD array {key!r} (has {names})")
         side = {k: emd.read_array(root[k]) for k in SIDE_ARRAYS if k in names and k != key}
@@ -142,13 +143,22 @@ def compress_file(src_path: str, out_path: str, codec: str = "auto",
         original = np.asarray(src.data[()])
     if back.shape != original.shape:
         raise EmedgeError(f"read-back shape {back.shape} differs from the input {original.shape}")
-    err = float(np.max(np.abs(back.astype(np.float64) - original.astype(np.float64)))) if original.size else 0.0
-    if stats["lossless"] and (err != 0.0 or back.dtype != original.dtype):
-        raise EmedgeError(f"lossless round trip of {src.name!r} is not exact (max error {err}); kept {partial}")
+    if stats["lossless"] and (back.dtype != original.dtype or back.tobytes() != original.tobytes()):
+        raise EmedgeError(f"lossless round trip of {src.name!r} is not bit-exact; kept {partial}")
+    err = max_abs_error(back, original)
     os.replace(partial, out_path)
     return {"ratio": stats["ratio"], "compress_MBps": stats["raw_bytes"] / 1e6 / max(seconds, 1e-9),
             "dataset": src.name, "lossless": stats["lossless"], "max_abs_error": err,
             "_codec": stats["codec"], "_stored_bytes": stats["stored_bytes"], "_raw_bytes": stats["raw_bytes"]}
+
+
+def max_abs_error(back: np.ndarray, original: np.ndarray) -> float:
+    """Largest |back - original| over the values; NaN and inf must stay where they were."""
+    b, o = back.astype(np.float64), original.astype(np.float64)
+    same = (b == o) | (np.isnan(b) & np.isnan(o))
+    if not np.isfinite(o[~same]).all() or not np.isfinite(b[~same]).all():
+        raise EmedgeError("the codec moved NaN or inf values")
+    return float(np.abs(b[~same] - o[~same]).max()) if (~same).any() else 0.0
 
 
 def _frames(data: typing.Any, nav: tuple[int, ...], start: int, stop: int) -> np.ndarray:

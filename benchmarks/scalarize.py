@@ -8,7 +8,9 @@ float32 for the peak energy, band ratio, band integral and edge intensity. Each 
 GB/s (NumPy, and PyTorch on the CPU), the memory pass ``data.sum()`` and, for 4D, LiberTEM
 (``CoMUDF`` / ``ApplyMasksUDF``, inline executor, MemoryDataSet) and py4DSTEM (``DPC.preprocess``
 CoM with the rotation forced, ``DataCube.get_virtual_image``) measured in the same run on the same
-data, with the ratios. GB/s = raw input bytes (uint16 bytes for uint16) / median wall seconds.
+data, with the ratios (also normalised by each process's own memory pass, which cancels load that
+drifts between our run and the peers'). GB/s = raw input bytes (uint16 bytes for uint16) / median
+wall seconds.
 On a CUDA machine, CuPy and PyTorch lines follow: data resident on the card and streamed from
 host memory, against the card's measured device-memory and host->device rates.
 
@@ -198,6 +200,10 @@ def bench_4d(args: argparse.Namespace, tmp: str) -> None:
             if peers is not None:
                 line["x_libertem"] = round(ours / line["libertem_gbps"], 2)
                 line["x_py4dstem"] = round(ours / line["py4dstem_gbps"], 2)
+                # each side against its own process's memory pass: cancels load that drifts between the two
+                drift = line["peer_sum_gbps"] / line["sum_gbps"]
+                line["x_libertem_sum_normalised"] = round(ours * drift / line["libertem_gbps"], 2)
+                line["x_py4dstem_sum_normalised"] = round(ours * drift / line["py4dstem_gbps"], 2)
                 line["peer_versions"] = peers["versions"]
             line["load1"] = load_average()
             emit(line)

@@ -129,8 +129,9 @@ class Posterior:
         z = self._z[torch.as_tensor(idx, device=self._z.device)]
         v = self._v[:, torch.as_tensor(idx, device=self._v.device)]
         cov = (self._kernel(z, z) - v.T @ v).double().cpu().numpy() * self._scale ** 2
-        cov = 0.5 * (cov + cov.T) + np.eye(len(idx)) * 1e-6 * max(float(np.mean(np.diag(cov))), 1e-12)
-        return generator.multivariate_normal(self.mean[idx], cov, size=n_samples, method="cholesky")
+        w, u = np.linalg.eigh(0.5 * (cov + cov.T))
+        root = u * np.sqrt(np.clip(w, 0, None))          # cov = root @ root.T, round-off negatives clipped
+        return self.mean[idx] + generator.standard_normal((n_samples, len(idx))) @ root.T
 
 
 class DKLRegressor:

@@ -1,0 +1,89 @@
+"""``emedge run`` end to end, as other tools call it: a subprocess, JSON on the last line."""
+import json
+import os
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from emedge_core.twin import DigitalTwin
+
+SMALL = ["--size", "48", "--window", "8", "--seeds", "4"]
+
+
+def emedge(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "emedge_core", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+def test_run_twin_json_and_files(tmp_path):
+    out = tmp_path / "out"
+    p = emedge("run", "--instrument", "twin", "--scalarizer", '{"name":"eels_band_ratio","low_eV":[5,10],"high_eV":[15,20]}',
+               "--budget", "12", *SMALL, "--acquisition", "ei", "--out", str(out), "--json")
+    assert p.returncode == 0, p.stderr
+    summary = json.loads(p.stdout.strip().splitlines()[-1])
+    assert len(summary["positions"]) == len(summary["scalars"]) == 12
+    assert summary["stopped_by"] == "budget" and summary["n_candidates"] == 41 * 41
+    assert summary["seconds_per_step_median"] > 0
+    assert all(isinstance(v, float) for v in summary["scalars"])
+    assert "emedge run" in p.stderr                      # the progress bar
+    for name in ("experiment.h5", "summary.json", "maps.png"):
+        assert (out / name).stat().st_size > 0
+    with h5py.File(out / "experiment.h5", "r") as f:
+        g = f["experiment"]
+        np.testing.assert_array_equal(g["positions"]["data"][()], summary["positions"])
+        assert json.loads(g.attrs["config"])["acquisition"] == "ei"
+        assert json.loads(g.attrs["instrument_state"])["instrument"] == "digital twin"
+
+
+def test_run_replay_and_rerun_of_an_experiment_file(tmp_path):
+    twin = DigitalTwin(size=40, seed=4, signal="diffraction", detector=16)
+    rr, cc = np.mgrid[0:40, 0:40]
+    data = twin.measure(np.stack([rr.ravel(), cc.ravel()], 1)).data.reshape(40, 40, 16, 16)
+    np.savez(tmp_path / "scan.npz", survey=twin.survey().image, data=data)
+    p = emedge("run", "--instrument", "replay", "--data", str(tmp_path / "scan.npz"), "--scalarizer", "com_magnitude",
+               "--budget", "10", "--window", "8", "--seeds", "4", "--out", str(tmp_path / "o"), "--json")
+    assert p.returncode == 0, p.stderr
+    first = json.loads(p.stdout.splitlines()[-1])
+    pos = np.array(first["positions"])
+    assert len(pos) == 10
+    # the values are the scalarizer applied to the file's frames at those positions
+    from emedge_core.scalarize import from_spec
+    from emedge_core.instrument import Frames
+    ref = from_spec("com_magnitude")(Frames(data[pos[:, 0], pos[:, 1]], "diffraction")).values
+    np.testing.assert_allclose(first["scalars"], ref, rtol=1e-6)
+    # the experiment file replays: only its measured positions are candidates
+    p = emedge("run", "--instrument", "replay", "--data", str(tmp_path / "o" / "experiment.h5"), "--scalarizer",
+               "com_magnitude", "--budget", "10", "--window", "8", "--seeds", "4", "--out", str(tmp_path / "o2"), "--json")
+    assert p.returncode == 0, p.stderr
+    again = json.loads(p.stdout.splitlines()[-1])
+    assert sorted(map(tuple, again["positions"])) == sorted(map(tuple, first["positions"]))
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--instrument", "replay", "--data", "/nonexistent.h5"], "not found"),
+    (["--instrument", "replay"], "needs --data"),
+    (["--scalarizer", "eels_magic"], "unknown scalarizer"),
+    (["--scalarizer", "{not json"], "not valid JSON"),
+    (["--scalarizer", '{"name":"eels_band_ratio","low_eV":[5]}'], "bad parameters"),
+    (["--budget", "99999", *SMALL], "larger than the"),
+    (["--budget", "0"], "must be >= 1"),
+    (["--scalarizer", "com_magnitude", "--signal", "spectrum"], "diffraction frames"),
+])
+def test_bad_input_is_one_line(tmp_path, args, msg):
+    p = emedge("run", "--out", str(tmp_path / "x"), *args)
+    assert p.returncode != 0
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip() and "emedge run:" not in ln]
+    assert len(lines) == 1 and lines[0].startswith("emedge: error:") and msg in lines[0], p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_replay_with_missing_key_and_wrong_shape(tmp_path):
+    np.savez(tmp_path / "a.npz", survey=np.zeros((8, 8)))
+    np.savez(tmp_path / "b.npz", survey=np.zeros((8, 8)), data=np.zeros((8, 9, 4, 4)))
+    for name, msg in (("a.npz", "no 'data'"), ("b.npz", "expected")):
+        p = emedge("run", "--instrument", "replay", "--data", str(tmp_path / name), "--scalarizer", "com_magnitude",
+                   "--out", str(tmp_path / "o"))
+        assert p.returncode == 2 and msg in p.stderr and "Traceback" not in p.stderr

@@ -467,9 +467,17 @@ def test_cli_scalarize_h5_and_emd(tmp_path: typing.Any, capsys: pytest.CaptureFi
         g = f.create_group("data/si")
         g["data"] = gaussians(np.full(12, 20.0), e).reshape(3, 4, 200).astype(np.float32)
         g["dim3"] = e
+        g["dim3"].attrs["units"] = "eV"
     assert main(["scalarize", str(tmp_path / "si.emd"), "--scalarizer", '{"name": "eels_peak_energy", "smooth": 1}',
                  "--out", str(tmp_path / "pe.npy")]) == 0
     np.testing.assert_allclose(np.load(tmp_path / "pe.npy"), 20.0, atol=1e-3)
+    emdfile = pytest.importorskip("emdfile", reason="emdfile (test extra) is not installed")
+    spectra = gaussians(np.full(6, 7.0), energy_axis(100)).reshape(2, 3, 100).astype(np.float32)
+    emdfile.save(str(tmp_path / "py4dstem.h5"), emdfile.Array(
+        data=spectra, name="si", dims=[np.arange(2), np.arange(3), energy_axis(100)], dim_units=["px", "px", "eV"]))
+    assert main(["scalarize", str(tmp_path / "py4dstem.h5"), "--scalarizer",
+                 '{"name": "eels_peak_energy", "smooth": 1, "range_eV": [0, 10]}', "--out", str(tmp_path / "p4")]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "p4.npy"), 7.0, atol=1e-3)
     assert main(["scalarize", str(tmp_path / "si.emd"), "--scalarizer", "com", "--out", str(tmp_path / "x")]) == 2
     assert "no 4-D dataset" in capsys.readouterr().err
     assert main(["scalarize", str(tmp_path / "nope.h5"), "--scalarizer", "com", "--out", str(tmp_path / "x")]) == 2

@@ -4,10 +4,11 @@
                      [--energy-eV START:STEP] [--mrad-per-px C] [--chunk-mb M] [--json]
 
 FILE: a replay file (.npz or HDF5 with ``data`` (H, W, E) + ``energy_eV`` or ``data`` (H, W, ky, kx)),
-any HDF5/EMD file (the largest 3-D dataset for spectra, 4-D for patterns, unless --dataset), or a
-.npy array. Read chunk by chunk, so files larger than memory work. Writes OUT.npy, the (H, W) map
-or (H, W, k) for vector results such as ``com`` (row, col), and OUT.reason.npy, the (H, W) uint8
-reason codes (0 ok, 1 NaN/inf, 2 empty, 3 saturated, 4 wrong shape/dtype, 5 reduction failed).
+any HDF5/EMD file (the largest 3-D dataset for spectra, 4-D for patterns, unless --dataset; the energy
+axis from an EMD dimension vector in eV), or a .npy array. Read chunk by chunk, so files larger than
+memory work. Writes OUT.npy, the (H, W) map or (H, W, k) for vector results such as ``com`` (row, col),
+and OUT.reason.npy, the (H, W) uint8 reason codes (0 ok, 1 NaN/inf, 2 empty, 3 saturated, 4 wrong
+shape/dtype, 5 reduction failed).
 With --json the last stdout line holds seconds, GB/s and the counts of bad frames.
 """
 from __future__ import annotations
@@ -53,10 +54,21 @@ def _largest(h5: typing.Any, ndim: int) -> typing.Optional[str]:
 
 
 def _emd_energy(ds: typing.Any) -> typing.Optional[np.ndarray]:
-    """EMD 1.0: the last dimension vector ``dim3`` beside a (H, W, E) dataset, when present."""
-    parent = ds.parent
-    dim = parent.get(f"dim{ds.ndim}")
-    return None if dim is None or dim.shape != (ds.shape[-1],) else np.asarray(dim[()], np.float64)
+    """The energy axis (E,) eV of an (H, W, E) dataset from its EMD dimension vector, when present:
+    ``dim3`` (EMD 1.0, 1-based) or ``dim2`` (emdfile/py4DSTEM, 0-based; just the first two values
+    when linear), with units "eV"."""
+    n_e = ds.shape[-1]
+    for name in (f"dim{ds.ndim}", f"dim{ds.ndim - 1}"):
+        dim = ds.parent.get(name)
+        units = dim.attrs.get("units", "") if dim is not None else ""
+        if dim is None or (units.decode() if isinstance(units, bytes) else str(units)) != "eV":
+            continue
+        v = np.asarray(dim[()], np.float64).ravel()
+        if v.shape == (n_e,):
+            return v
+        if v.shape == (2,):                 # a linear axis stored as its first two values
+            return v[0] + (v[1] - v[0]) * np.arange(n_e)
+    return None
 
 
 def _open(path: str, kind: str, dataset: typing.Optional[str]) -> tuple[typing.Any, dict[str, typing.Any], typing.Any]:

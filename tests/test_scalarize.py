@@ -471,6 +471,14 @@ def test_cli_scalarize_h5_and_emd(tmp_path: typing.Any, capsys: pytest.CaptureFi
     assert main(["scalarize", str(tmp_path / "si.emd"), "--scalarizer", '{"name": "eels_peak_energy", "smooth": 1}',
                  "--out", str(tmp_path / "pe.npy")]) == 0
     np.testing.assert_allclose(np.load(tmp_path / "pe.npy"), 20.0, atol=1e-3)
+    replay = gaussians(np.full(12, 15.0), e).reshape(3, 4, 200).astype(np.float32)
+    np.savez(tmp_path / "replay.npz", survey=np.zeros((3, 4)), data=replay, energy_eV=e)
+    assert main(["scalarize", str(tmp_path / "replay.npz"), "--scalarizer", '{"name": "eels_peak_energy", "smooth": 1}',
+                 "--out", str(tmp_path / "npz.npy")]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "npz.npy"), 15.0, atol=1e-3)
+    np.save(tmp_path / "cube.npy", cube)
+    assert main(["scalarize", str(tmp_path / "cube.npy"), "--scalarizer", "com", "--out", str(tmp_path / "c2")]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "c2.npy"), np.load(out), equal_nan=True)
     emdfile = pytest.importorskip("emdfile", reason="emdfile (test extra) is not installed")
     spectra = gaussians(np.full(6, 7.0), energy_axis(100)).reshape(2, 3, 100).astype(np.float32)
     emdfile.save(str(tmp_path / "py4dstem.h5"), emdfile.Array(

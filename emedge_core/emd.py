@@ -427,7 +427,8 @@ def _open(path: str) -> h5py.File:
         raise EmedgeError(f"cannot open {path} as HDF5 (corrupt or truncated?): {_os_error(e)}") from None
 
 
-def _root(f: h5py.File, root: typing.Optional[str]) -> h5py.Group:
+def root_group(f: h5py.File, root: typing.Optional[str]) -> h5py.Group:
+    """The EMD root group named ``root``, or the first group with ``emd_group_type='root'``."""
     if root is not None:
         if root not in f:
             raise EmedgeError(f"{f.filename} has no group {root!r}")
@@ -438,7 +439,8 @@ def _root(f: h5py.File, root: typing.Optional[str]) -> h5py.Group:
     raise EmedgeError(f"{f.filename} is not an EMD 1.0 file (no group with emd_group_type='root')")
 
 
-def _is_array(g: typing.Any) -> bool:
+def is_array(g: typing.Any) -> bool:
+    """True for an EMD array group (dense, or emedge's sparse events)."""
     return isinstance(g, h5py.Group) and g.attrs.get("emd_group_type") in ("array", "emedge_sparse")
 
 
@@ -452,12 +454,12 @@ def read(path: str, name: typing.Optional[str] = None, root: typing.Optional[str
     foreign files raise :class:`EmedgeError`.
     """
     with _open(path) as f:
-        g = _root(f, root)
+        g = root_group(f, root)
         if name is not None:
-            if name not in g or not _is_array(g[name]):
+            if name not in g or not is_array(g[name]):
                 raise EmedgeError(f"{path} has no array {name!r} under {g.name}")
             return read_array(g[name], verify)
-        return {k: read_array(v, verify) for k, v in g.items() if _is_array(v)}
+        return {k: read_array(v, verify) for k, v in g.items() if is_array(v)}
 
 
 def read_array(g: h5py.Group, verify: bool = True) -> np.ndarray:
@@ -525,7 +527,7 @@ def _verify(out: np.ndarray, nav_shape: tuple[int, ...], c: int, written: int, c
 def info(path: str) -> dict[str, typing.Any]:
     """Layout, codecs, ratios and provenance of an EMD file (what ``emedge inspect`` prints)."""
     with _open(path) as f:
-        g = _root(f, None)
+        g = root_group(f, None)
         prov: dict[str, typing.Any] = {}
         md = g.get("metadatabundle/provenance")
         for key in (md.keys() if md is not None else ()):
@@ -537,7 +539,7 @@ def info(path: str) -> dict[str, typing.Any]:
                 prov[key] = text
         arrays = {}
         for name, a in g.items():
-            if not _is_array(a):
+            if not is_array(a):
                 continue
             ds = [d for k, d in a.items() if _is_payload(k, d)]
             stored = sum(d.id.get_storage_size() for d in ds)

@@ -77,8 +77,8 @@ def open_source(path: str, dataset: typing.Optional[str], stack: typing.Any) -> 
     from emedge_core import emd
 
     if f.attrs.get("emd_group_type") == "file":
-        root = emd._root(f, None)
-        names = [k for k, v in root.items() if emd._is_array(v)]
+        root = emd.root_group(f, None)
+        names = [k for k, v in root.items() if emd.is_array(v)]
         preferred = [k for k in ("data", "frames") if k in names]       # 'frames': an experiment.h5
         key = dataset or (preferred[0] if preferred else max(names, key=lambda k: _nbytes(root[k]), default=None))
         if key not in names:

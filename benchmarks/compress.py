@@ -9,8 +9,8 @@ same chunk shape (one scan-row run of about 1 MiB); decompression reads it back 
 
 Peers: gzip-9 (h5py), Blosc2 zstd5 + bitshuffle (hdf5plugin filter, and blosc2.compress2 in
 memory on 1 and 2 threads), bitshuffle-LZ4 (hdf5plugin), raw zstd-3 (zstandard on each chunk, 1
-and 2 threads). emedge: ``auto``, its candidates on 1 and 2 threads, sparse events, and lossy SZ3 /
-ZFP / sqrt quantisation with their bounds. ``--table`` adds a Markdown summary on stderr.
+and 2 threads). emedge: ``auto``, its candidates and the fast ``blosc2:cname=lz4`` on 1 and 2
+threads, sparse events, and lossy SZ3 / ZFP / sqrt quantisation with their bounds. ``--table`` adds a Markdown summary on stderr.
 """
 from __future__ import annotations
 
@@ -176,7 +176,7 @@ def methods(a: np.ndarray) -> list[tuple[str, bool, int, typing.Callable[[np.nda
         out.append(("zstd-3 raw (zstandard)", True, t, lambda x, s, t=t: run_in_memory(x, s, *_zstd(t))))
         out.append(("blosc2 zstd5+bitshuffle (compress2)", True, t, lambda x, s, t=t: run_in_memory(x, s, *_blosc2_peer(t))))
     out.append(("emedge auto", False, 2, lambda x, s: run_emedge(x, s, "auto")))
-    for spec in ("blosc2", "blosc2:shuffle=bytedelta", "delta+blosc2"):
+    for spec in ("blosc2", "blosc2:shuffle=bytedelta", "delta+blosc2", "blosc2:cname=lz4"):
         for t in (1, 2):
             out.append((f"emedge {spec}", False, t, lambda x, s, spec=spec, t=t: run_emedge(x, s, _threads(spec, t))))
     if a.dtype.kind == "u":

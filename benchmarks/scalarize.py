@@ -35,6 +35,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PEER_PY = os.path.join(HERE, ".venv-peers-scalarize", "bin", "python")
+ABTEM_PY = os.path.join(HERE, ".venv-abtem-scalarize", "bin", "python")
 DISK = {"lam": 20.0, "bg": 0.5}      # bright-field disk and background counts per px (as in the peer notes)
 
 
@@ -140,16 +141,45 @@ def peer_file(ctx: typing.Any, data: np.ndarray, spec: dict[str, typing.Any]) ->
     }
 
 
+def abtem_worker(spec: dict[str, typing.Any]) -> dict[str, typing.Any]:
+    """A multislice 4D-STEM scan of MoS2 with one W substitution (abTEM, 80 kV, 20 mrad probe) saved to
+    spec["out"] (.npz: data (H, W, ky, kx) float32, abTEM's CoM (H, W, 2) in 1/A and iCoM (H, W),
+    mrad_per_px (2,), wavelength_A, scan_sampling_A (2,)); returns the shape and seconds."""
+    import abtem
+    from abtem.core.energy import energy2wavelength
+    from ase.build import mx2
+
+    t0 = time.perf_counter()
+    atoms = abtem.orthogonalize_cell(mx2(formula="MoS2", kind="2H", a=3.18, thickness=3.19, vacuum=2.0))
+    atoms = atoms * (3, 2, 1)
+    atoms[[i for i, a in enumerate(atoms) if a.symbol == "Mo"][2]].symbol = "W"
+    potential = abtem.Potential(atoms, sampling=0.06, slice_thickness=1.0)
+    probe = abtem.Probe(energy=80e3, semiangle_cutoff=20)
+    probe.grid.match(potential)
+    scan = abtem.GridScan(start=(0, 0), end=potential.extent, gpts=tuple(spec["scan"]))
+    m = probe.scan(potential, scan=scan, detectors=abtem.PixelatedDetector(max_angle=40)).compute(progress_bar=False)
+    com = np.asarray(m.center_of_mass().compute().array)
+    np.savez(spec["out"], data=np.asarray(m.array, np.float32), com=np.stack([com.real, com.imag], axis=-1),
+             icom=np.asarray(m.integrated_center_of_mass().compute().array), mrad_per_px=np.asarray(m.angular_sampling),
+             wavelength_A=energy2wavelength(80e3), scan_sampling_A=np.asarray(scan.sampling))
+    return {"shape": list(m.array.shape), "seconds": time.perf_counter() - t0, "abtem": abtem.__version__}
+
+
+def run_in(python: str, mode: str, spec: dict[str, typing.Any], timeout: float) -> dict[str, typing.Any]:
+    """Run this file's ``--{mode}`` worker with ``python`` (another venv) and return its JSON answer."""
+    proc = subprocess.run([python, os.path.abspath(__file__), f"--{mode}", json.dumps(spec)],
+                          capture_output=True, text=True, timeout=timeout, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{mode} failed:\n{proc.stderr[-3000:]}")
+    return typing.cast(dict[str, typing.Any], json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
 def run_peers(spec: dict[str, typing.Any], timeout: float = 1800) -> typing.Optional[dict[str, typing.Any]]:
     """``peer_worker(spec)`` in the peer venv; None (and a note on stderr) when that venv is missing."""
     if not os.path.exists(PEER_PY):
         print(f"peers skipped: {PEER_PY} missing (bash benchmarks/setup_peers_scalarize.sh)", file=sys.stderr)
         return None
-    proc = subprocess.run([PEER_PY, os.path.abspath(__file__), "--peer-worker", json.dumps(spec)],
-                          capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        raise RuntimeError(f"peer worker failed:\n{proc.stderr[-3000:]}")
-    return typing.cast(dict[str, typing.Any], json.loads(proc.stdout.strip().splitlines()[-1]))
+    return run_in(PEER_PY, "peer-worker", spec, timeout)
 
 
 # -- our side -----------------------------------------------------------------------------------
@@ -308,9 +338,13 @@ def main() -> None:
     parser.add_argument("--no-gpu", dest="gpu", action="store_false", help="skip the CUDA cases")
     parser.add_argument("--only", choices=("4d", "eels"), help="one family of cases")
     parser.add_argument("--peer-worker", help=argparse.SUPPRESS)
+    parser.add_argument("--abtem-worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.peer_worker:
         print(json.dumps(peer_worker(json.loads(args.peer_worker))))
+        return
+    if args.abtem_worker:
+        print(json.dumps(abtem_worker(json.loads(args.abtem_worker))))
         return
     with tempfile.TemporaryDirectory(prefix="emedge-bench-") as tmp:
         if args.only in (None, "4d"):

@@ -30,15 +30,15 @@ def test_posterior_equals_gpytorch_predictive():
 
 
 def test_learns_a_smooth_function_and_warm_starts():
-    x, y = toy(200)
-    xt, yt = toy(400, seed=9)
-    m = DKLRegressor(8, iters=300, warm_iters=20, lr=0.02, seed=0)
+    x, y = toy(200, d=4)
+    xt, yt = toy(400, d=4, seed=9)
+    m = DKLRegressor(4, iters=300, warm_iters=20, seed=0)
     m.fit(x[:150], y[:150])
     model = m.model
     m.fit(x, y)
     assert m.model is model                 # warm start: the same model continues
     rmse = np.sqrt(np.mean((m.posterior(xt).mean - yt) ** 2))
-    assert rmse < 0.5 * np.std(yt)
+    assert rmse < 0.35 * np.std(yt)
 
 
 def test_retrain_builds_a_new_model():
@@ -65,7 +65,9 @@ def test_fantasize_shrinks_variance_at_and_near_the_point():
     xq = np.concatenate([x[:1] + 3.0, x[:1] + 3.01, x[:1] - 3.0])
     post = m.posterior(xq)
     after = post.fantasize(0)
-    assert after.var[0] < 0.5 * post.var[0] + 1e-9
+    v = post.var[0]
+    assert after.var[0] == pytest.approx(v - v * v / (v + post.noise), rel=1e-6)
+    assert after.var[0] < v
     assert after.var[1] < post.var[1]
     np.testing.assert_array_equal(after.mean, post.mean)
 

@@ -71,10 +71,6 @@ class Signal:
     energy_eV: typing.Optional[np.ndarray] = None
     mrad_per_px: typing.Optional[float] = None
 
-    @classmethod
-    def of(cls, frames: Frames) -> "Signal":
-        return cls(frames.kind, tuple(frames.data.shape[1:]), frames.energy_eV, frames.mrad_per_px)
-
     @property
     def pixels(self) -> int:
         return int(np.prod(self.shape))

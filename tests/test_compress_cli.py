@@ -10,7 +10,7 @@ import pytest
 
 from emedge_core import emd
 from emedge_core.cli import main
-from tests.test_compress import DATA
+from test_compress import DATA
 
 KEYS = {"ratio", "compress_MBps", "dataset", "lossless", "max_abs_error"}
 

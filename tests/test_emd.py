@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from emedge_core import EmedgeError, emd, provenance
-from tests.test_compress import DATA, LOSSLESS
+from test_compress import DATA, LOSSLESS
 
 SIG = {"counting": 2, "integrating": 2, "eels": 1, "series": 2, "survey": 1}
 

@@ -455,8 +455,10 @@ def test_cli_scalarize_h5_and_emd(tmp_path: typing.Any, capsys: pytest.CaptureFi
     rng = np.random.default_rng(12)
     cube = rng.poisson(2, (6, 5, 16, 16)).astype(np.uint16)
     cube[2, 1] = 0
-    with h5py.File(tmp_path / "scan.h5", "w") as f:
-        f["experiment/raw/frames"] = cube
+    import hdf5plugin
+
+    with h5py.File(tmp_path / "scan.h5", "w") as f:      # compressed, as `emedge compress` writes
+        f.create_dataset("experiment/raw/frames", data=cube, chunks=(1, 5, 16, 16), **hdf5plugin.Blosc2())
     out = tmp_path / "com.npy"
     assert main(["scalarize", str(tmp_path / "scan.h5"), "--scalarizer", "com", "--out", str(out), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

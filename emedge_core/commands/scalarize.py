@@ -84,6 +84,7 @@ def _open(path: str, kind: str, dataset: typing.Optional[str]) -> tuple[typing.A
                 raise EmedgeError(f"{path} has no 'data' array")
             return z["data"], ({"energy_eV": z["energy_eV"]} if "energy_eV" in z.files else {}), None
     import h5py
+    import hdf5plugin  # noqa: F401  (registers the Blosc2/Bitshuffle/zstd filters of compressed files)
 
     try:
         f = h5py.File(path, "r")

@@ -132,6 +132,9 @@ class Experiment:
         if len(self.scalarizer.components) != 1:
             raise EmedgeError(f"scalarizer {self.scalarizer.name!r} gives {len(self.scalarizer.components)} numbers "
                               "per position; steering needs one")
+        if self.scalarizer.map_level:
+            raise EmedgeError(f"scalarizer {self.scalarizer.name!r} needs the whole scan map at once; "
+                              "steering needs a value per position as it is measured")
         if self.config.budget < 1:
             raise EmedgeError("budget must be >= 1")
         self._stop = threading.Event()

@@ -74,5 +74,7 @@ def test_mismatches_are_clear_errors():
     twin = DigitalTwin(size=40)
     with pytest.raises(EmedgeError, match="diffraction frames"):
         Experiment(twin, "com_magnitude")
+    with pytest.raises(EmedgeError, match="whole scan map"):
+        Experiment(DigitalTwin(size=40, signal="diffraction"), "icom")
     with pytest.raises(EmedgeError, match="larger than the"):
         Experiment(twin, "eels_peak_energy", ExperimentConfig(budget=10_000, window=8)).run()

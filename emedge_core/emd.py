@@ -14,14 +14,14 @@ and plain h5py + hdf5plugin read the arrays)::
     /<root>                emd_group_type='root', python_class='Root'
     /<root>/metadatabundle/provenance   emd_group_type='metadata': one JSON string per key
     /<root>/<name>         emd_group_type='array', python_class='Array', emedge_* codec attributes
-    /<root>/<name>/data    the array (stored dtype), chunks (1, .., 1, c, *frame) along the scan,
+    /<root>/<name>/data    the array (stored dtype), chunks (1, .., 1, r, c, *frame) along the scan,
                            attrs units, frames_written
     /<root>/<name>/dim0..  axis vectors [start, start + step] with name and units
     /<root>/<name>/checksums  CRC-32 per chunk of the original data, in write order (while
                            streaming it is grown in steps; frames_written tells which count)
 
 Frames arrive in C order over the navigation (scan) shape; ``c`` consecutive frames along the last
-scan axis form one HDF5 chunk. Each full chunk is encoded, written with ``write_direct_chunk``,
+scan axis form one HDF5 chunk (``r`` whole rows when a row is small, e.g. spectra). Each full chunk is encoded, written with ``write_direct_chunk``,
 and the file is flushed with ``frames_written`` updated, so a crash (kill -9) leaves a file that
 reads back every frame up to the last flushed chunk. Sparse arrays (codec ``sparse``) store
 ``events_per_frame``, ``event_index``, ``event_count`` instead of ``data``
@@ -52,22 +52,40 @@ def default_sig_ndim(ndim: int) -> int:
     return {0: 0, 1: 0, 2: 1}.get(ndim, 2)
 
 
-def chunk_frames_for(frame_shape: tuple[int, ...], itemsize: int, last_nav: typing.Optional[int]) -> int:
-    """Frames per chunk so that a chunk holds about ``CHUNK_BYTES`` (at most one scan row)."""
+def chunk_grid(nav_shape: typing.Optional[tuple[int, ...]], frame_shape: tuple[int, ...], itemsize: int,
+               chunk_frames: typing.Optional[int] = None) -> tuple[int, int]:
+    """(rows r, frames c) of one chunk: ``c`` frames along the last scan axis (about ``CHUNK_BYTES``,
+    at most one scan row); when a whole row is smaller, ``r`` rows of it (small frames such as spectra).
+    ``chunk_frames`` fixes ``c`` (and r = 1)."""
     frame = max(1, int(np.prod(frame_shape, dtype=np.int64)) * itemsize)
+    if chunk_frames:
+        return 1, int(chunk_frames)
     c = max(1, CHUNK_BYTES // frame)
-    return max(1, min(c, last_nav)) if last_nav else c
+    if not nav_shape:
+        return 1, c
+    last = max(1, nav_shape[-1])
+    if c < last or len(nav_shape) < 2:
+        return 1, min(c, last)
+    return max(1, min(nav_shape[-2], CHUNK_BYTES // (frame * last))), last
 
 
-def chunk_runs(nav_shape: tuple[int, ...], c: int) -> typing.Iterator[tuple[tuple[slice, ...], int, int]]:
+def chunk_runs(nav_shape: tuple[int, ...], c: int, r: int = 1) -> typing.Iterator[tuple[tuple[slice, ...], int, int]]:
     """Chunks in write order: (nav slices, first flat frame index, frames in the chunk)."""
     if not nav_shape or 0 in nav_shape:
         return
     last = nav_shape[-1]
-    for row, start in enumerate(np.ndindex(*nav_shape[:-1])):
+    if len(nav_shape) == 1:
         for j in range(0, last, c):
-            k = min(c, last - j)
-            yield tuple(slice(i, i + 1) for i in start) + (slice(j, j + k),), row * last + j, k
+            yield (slice(j, j + min(c, last - j)),), j, min(c, last - j)
+        return
+    rows = nav_shape[-2]
+    for n, lead in enumerate(np.ndindex(*nav_shape[:-2])):
+        head = tuple(slice(i, i + 1) for i in lead)
+        for i in range(0, rows, r):
+            ri = min(r, rows - i)
+            for j in range(0, last, c):
+                k = min(c, last - j)
+                yield head + (slice(i, i + ri), slice(j, j + k)), (n * rows + i) * last + j, ri * k
 
 
 class ArraySink:
@@ -76,7 +94,8 @@ class ArraySink:
     frame_shape: shape of one frame (detector image (ky, kx), spectrum (E,), or () for scalars).
     nav_shape: scan shape (H, W) etc. known up front, or None for a series that grows along axis 0.
     codec: spec string (``auto`` picks on the first chunk) or a codec object.
-    chunk_frames: frames per chunk (default: about 1 MiB, at most one scan row).
+    chunk_frames: frames per chunk along the last scan axis (default: about 1 MiB, at most one scan
+    row, or several whole rows when a row is smaller - see :func:`chunk_grid`).
     dims: (name, units, start, step) per axis of the whole array; units: of the values.
     """
 
@@ -88,19 +107,20 @@ class ArraySink:
         self.nav_shape = None if nav_shape is None else tuple(int(s) for s in nav_shape)
         if self.dtype.kind not in "uif":
             raise EmedgeError(f"{name}: cannot store dtype {self.dtype} (numeric arrays only)")
-        self.c = int(chunk_frames or chunk_frames_for(self.frame_shape, self.dtype.itemsize,
-                                                      self.nav_shape[-1] if self.nav_shape else None))
-        if self.c < 1:
+        if chunk_frames is not None and int(chunk_frames) < 1:
             raise EmedgeError(f"{name}: chunk_frames must be >= 1")
+        self.r, self.c = chunk_grid(self.nav_shape, self.frame_shape, self.dtype.itemsize, chunk_frames)
+        nav_ndim = len(self.nav_shape) if self.nav_shape else 1
+        self._chunk_nav = (1,) * (nav_ndim - 2) + (self.r, self.c) if nav_ndim >= 2 else (self.c,)
         self.codec: typing.Any = None if codec == "auto" else (compress.get(codec) if isinstance(codec, str) else codec)
         if self.codec is not None:
             self.codec.check(self.dtype)
         self.group = root.create_group(name)
         self.group.attrs.update({"emd_group_type": "array", "python_class": "Array"})
         self._dims, self._units = dims, units
-        self._buf = np.zeros((self.c, *self.frame_shape), self.dtype)
+        self._buf = np.zeros((self.r * self.c, *self.frame_shape), self.dtype)
         self._k = 0                       # frames in the buffer
-        self._runs = chunk_runs(self.nav_shape, self.c) if self.nav_shape else None
+        self._runs = chunk_runs(self.nav_shape, self.c, self.r) if self.nav_shape else None
         self._run_len = self._next_run_len()
         self.frames_written, self.raw_bytes, self.seconds, self._n_chunks = 0, 0, 0.0, 0
         self._vmax = -np.inf
@@ -129,9 +149,10 @@ class ArraySink:
             raise EmedgeError(f"{self.name}: more frames than the scan shape {self.nav_shape} holds")
         i = 0
         while i < len(a):
-            if self._k == 0 and self._run_len == self.c and len(a) - i >= self.c:
-                self._flush_chunk(a[i:i + self.c])         # a whole chunk: encoded straight from the input
-                i += self.c
+            n = self._run_len
+            if self._k == 0 and n == len(self._buf) and len(a) - i >= n:
+                self._flush_chunk(a[i:i + n])         # a whole chunk: encoded straight from the input
+                i += n
                 continue
             take = min(self._run_len - self._k, len(a) - i)
             self._buf[self._k:self._k + take] = a[i:i + take]
@@ -144,11 +165,11 @@ class ArraySink:
         """Encode, write and flush ``block`` (k <= c frames; the buffer pads a short run with zeros)."""
         k, t0 = len(block), time.perf_counter()
         crc = checksum(block)
-        if k < self.c:
+        if k < len(self._buf):
             self._buf[k:] = 0
             block = self._buf
         nav_ndim = len(self.nav_shape) if self.nav_shape else 1
-        chunk = np.ascontiguousarray(block).reshape((1,) * (nav_ndim - 1) + (self.c, *self.frame_shape))
+        chunk = np.ascontiguousarray(block).reshape(self._chunk_nav + self.frame_shape)
         if self.codec is None:
             self.codec = compress.get("auto", sample=[chunk], axis=nav_ndim - 1)
         if not self._ds:
@@ -195,7 +216,8 @@ class ArraySink:
 
     def _create(self) -> None:
         g, codec = self.group, self.codec
-        g.attrs.update({"emedge_nav_ndim": len(self.nav_shape) if self.nav_shape else 1, "emedge_chunk_frames": self.c})
+        g.attrs.update({"emedge_nav_ndim": len(self.nav_shape) if self.nav_shape else 1, "emedge_chunk_frames": self.c,
+                        "emedge_chunk_rows": self.r})
         if codec.kind == "sparse":
             g.attrs.update({"emd_group_type": "emedge_sparse", "python_class": "EmedgeSparse",
                             "emedge_codec": codec.spec, "emedge_lossless": True, "emedge_original_dtype": self.dtype.str,
@@ -214,7 +236,7 @@ class ArraySink:
             self._ds["data"] = self._ds["events_per_frame"]
         else:
             nav = self.nav_shape if self.nav_shape is not None else (0,)
-            chunks = (1,) * (len(nav) - 1) + (self.c, *self.frame_shape)
+            chunks = self._chunk_nav + self.frame_shape
             d = g.create_dataset("data", shape=nav + self.frame_shape, maxshape=(None, *nav[1:], *self.frame_shape),
                                  dtype=codec.stored_dtype(self.dtype), chunks=chunks, **codec.h5_filter())
             d.attrs["units"] = self._units
@@ -471,6 +493,7 @@ def read_array(g: h5py.Group, verify: bool = True) -> np.ndarray:
         codec = compress.get(str(g.attrs["emedge_codec"]))
         dtype = np.dtype(str(g.attrs["emedge_original_dtype"]))
         nav_ndim, c = int(g.attrs["emedge_nav_ndim"]), int(g.attrs["emedge_chunk_frames"])
+        r = int(g.attrs.get("emedge_chunk_rows", 1))
         if codec.kind == "sparse":
             out = _read_sparse(g, codec, dtype)
         else:
@@ -478,7 +501,7 @@ def read_array(g: h5py.Group, verify: bool = True) -> np.ndarray:
         nav_shape = out.shape[:nav_ndim]
         written = int(g["data" if "data" in g else "events_per_frame"].attrs.get("frames_written", 0))
         if verify and codec.lossless:
-            _verify(out, nav_shape, c, written, g["checksums"][()], where)
+            _verify(out, nav_shape, c, r, written, g["checksums"][()], where)
         return out
     except OSError as e:
         raise EmedgeError(f"cannot read {where} (corrupt or truncated file): {_os_error(e)}") from None
@@ -514,9 +537,10 @@ def _read_sparse(g: h5py.Group, codec: typing.Any, dtype: np.dtype) -> np.ndarra
     return out.reshape(nav_shape + frame_shape)
 
 
-def _verify(out: np.ndarray, nav_shape: tuple[int, ...], c: int, written: int, crcs: np.ndarray, where: str) -> None:
+def _verify(out: np.ndarray, nav_shape: tuple[int, ...], c: int, r: int, written: int, crcs: np.ndarray,
+            where: str) -> None:
     flat = out.reshape((-1, *out.shape[len(nav_shape):]))
-    for j, (_, start, k) in enumerate(chunk_runs(nav_shape, c)):
+    for j, (_, start, k) in enumerate(chunk_runs(nav_shape, c, r)):
         if start + k > written or j >= len(crcs):
             break
         if checksum(flat[start:start + k]) != int(crcs[j]):

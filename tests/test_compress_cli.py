@@ -38,8 +38,8 @@ def test_compress_hdf5_spectra_lossy_reports_its_error(tmp_path, capsys) -> None
     assert main(["compress", str(src), str(out), "--codec", "sz3:abs=2", "--json"]) == 0
     res = _json_tail(capsys)
     assert res["lossless"] is False and 0 < res["max_abs_error"] <= 2.0
-    with h5py.File(out, "r") as f:          # spectra: one chunk per scan row of spectra, not per image
-        assert f["data/data/data"].chunks == (1, 6, 200)
+    with h5py.File(out, "r") as f:          # spectra: whole scan rows of spectra per chunk, not per image
+        assert f["data/data/data"].chunks == (4, 6, 200)
 
 
 def test_compress_an_emd_file_and_inspect(tmp_path, capsys) -> None:

@@ -230,7 +230,8 @@ def _inject_enospc(monkeypatch, limit: int) -> None:
 def test_corrupt_chunk_is_caught(tmp_path) -> None:
     a = DATA["integrating"]
     path = str(tmp_path / "c.h5")
-    emd.write(path, {"cube": a}, codec="raw")
+    with emd.StreamWriter(path, "cube", (32, 32), np.float32, nav_shape=(4, 5), codec="raw", chunk_frames=3) as w:
+        w.append(a.reshape(-1, 32, 32))
     with h5py.File(path, "r") as f:
         offset = f["data/cube/data"].id.get_chunk_info(1).byte_offset
     with open(path, "r+b") as fp:            # flip bytes inside an unfiltered chunk: only the CRC can tell
@@ -309,3 +310,14 @@ def test_any_append_sizes_give_the_same_file_content(tmp_path, nav) -> None:
     assert np.array_equal(emd.read(path, "x").reshape(-1, 32, 32), a)
     with h5py.File(path, "r") as f:
         assert len(f["data/x/checksums"]) == (8 if nav is None else 10)
+
+
+def test_small_frames_are_chunked_by_whole_scan_rows(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(emd, "CHUNK_BYTES", 3 * 6 * 200 * 4)          # three rows of 6 spectra per chunk
+    a = np.random.default_rng(2).random((8, 6, 200), dtype=np.float32)
+    path = str(tmp_path / "e.h5")
+    emd.write(path, {"eels": a}, codec="delta+blosc2", sig_ndim={"eels": 1})
+    with h5py.File(path, "r") as f:
+        assert f["data/eels/data"].chunks == (3, 6, 200) and len(f["data/eels/checksums"]) == 3
+    assert np.array_equal(emd.read(path, "eels"), a)
+    assert list(emd.chunk_runs((8, 6), 6, 3))[-1] == ((slice(6, 8), slice(0, 6)), 36, 12)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import typing
+import uuid
 
 import blosc2
 import h5py
@@ -54,15 +55,14 @@ class Stage:
 
 
 def _core_file() -> h5py.File:
-    import uuid
-
+    """A throw-away HDF5 file in memory (nothing touches the disk)."""
     return h5py.File(f"emedge-{uuid.uuid4().hex}.h5", "w", driver="core", backing_store=False)
 
 
 def _via_hdf5(stage: Stage, chunk: np.ndarray) -> bytes:
+    if not stage.h5_filter():
+        return np.ascontiguousarray(chunk).tobytes()
     with _core_file() as f:
-        if not stage.h5_filter():
-            return np.ascontiguousarray(chunk).tobytes()
         d = f.create_dataset("c", data=chunk, chunks=chunk.shape, **stage.h5_filter())
         mask, payload = d.id.read_direct_chunk((0,) * chunk.ndim)
         if mask:

@@ -14,6 +14,7 @@ message in :attr:`LiveExperiment.error`; the traceback goes to the log only.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import threading
 import typing
@@ -25,6 +26,7 @@ from emedge_core.experiment import Experiment, ExperimentConfig, ExperimentResul
 from emedge_core.instrument import Frames, Instrument, Survey
 
 LOG = logging.getLogger("emedge")
+ENDED = ("finished", "stopped", "failed")
 TITLES = {"survey": "emedge survey + measured", "prediction": "emedge prediction", "uncertainty": "emedge uncertainty"}
 
 
@@ -107,6 +109,8 @@ class LiveExperiment:
         self._pending: typing.Optional[Snapshot] = None
         self._lock = threading.Lock()
         self._n_graphics = 0
+        self._refs: dict[str, typing.Any] = {}
+        self._busy = False
         self._thread = threading.Thread(target=self._work, name="emedge-experiment", daemon=True)
 
     # -- control (any thread) ------------------------------------------------------------
@@ -127,6 +131,11 @@ class LiveExperiment:
     @property
     def running(self) -> bool:
         return self._thread.is_alive()
+
+    @property
+    def done(self) -> bool:
+        """The loop has ended and the UI shows its last state."""
+        return not self._thread.is_alive() and self._pending is None and not self._busy
 
     def wait(self, timeout: typing.Optional[float] = None) -> typing.Optional[ExperimentResult]:
         """Block until the loop and the file writing are done (not from the UI thread of a GUI:
@@ -156,6 +165,11 @@ class LiveExperiment:
     # -- worker thread -------------------------------------------------------------------
     def _work(self) -> None:
         try:
+            # Swift's heap with torch loaded is large, and a full garbage collection walks all of it
+            # holding the GIL (0.2-0.3 s measured): the UI's longest stalls. Objects alive now (Swift,
+            # torch, modules) are moved out of the collector's way for good; newer ones are collected
+            # as usual, and full collections during the run then take a third of the time.
+            gc.freeze()
             self.result = self.experiment.run(callback=self._on_step)
             if self.out_dir is not None:
                 from emedge_core.experiment_file import write_experiment
@@ -186,38 +200,66 @@ class LiveExperiment:
         self._post(snapshot(step, "paused" if self.experiment.paused else "running"))
 
     def _post(self, snap: Snapshot) -> None:
-        """Leave ``snap`` for the UI; queue a UI task only when none is waiting."""
+        """Leave ``snap`` for the UI; queue a UI task only when the UI is not already on it."""
         with self._lock:
-            queued = self._pending is not None
+            idle = self._pending is None and not self._busy
             self._pending = snap
-        if not queued:
+        if idle:
             self.window.queue_task(self._apply)
 
     # -- UI thread -----------------------------------------------------------------------
     def _apply(self) -> None:
+        """Show the newest snapshot, one data item per UI task (Swift's model updates are not free)."""
         with self._lock:
             snap, self._pending = self._pending, None
-        if snap is None:
+            self._busy = snap is not None
+        if snap is not None:
+            self._next(self._updates(snap))
+
+    def _next(self, jobs: typing.Iterator[None]) -> None:
+        if next(jobs, StopIteration) is not StopIteration:
+            self.window.queue_task(lambda: self._next(jobs))
             return
+        with self._lock:
+            self._busy = False
+            again = self._pending is not None
+        if again:
+            self.window.queue_task(self._apply)
+
+    def _updates(self, snap: Snapshot) -> typing.Iterator[None]:
         self.latest = snap
         if "survey" not in self.data_items and self._instrument.image is not None:
             self._show("survey", self._instrument.image)
+            yield
         if snap.prediction is not None and snap.uncertainty is not None:
             self._show("prediction", _displayable(snap.prediction))
+            yield
             self._show("uncertainty", _displayable(snap.uncertainty))
+            yield
         survey_item = self.data_items.get("survey")
-        if survey_item is not None:
+        if survey_item is not None and len(snap.positions) > self._n_graphics:
             h, w = survey_item.data.shape
             for r, c in snap.positions[self._n_graphics:].tolist():
                 survey_item.add_point_region((r + 0.5) / h, (c + 0.5) / w)
             self._n_graphics = len(snap.positions)
+            yield
+        if snap.state in ENDED:
+            self._end_transactions()
         for listener in list(self.listeners):
             listener(snap)
 
     def _show(self, key: str, data: np.ndarray) -> None:
-        """Create the data item ``key`` on first use, else replace its data."""
-        item = self.data_items.get(key)
-        if item is None:
+        """Create the data item ``key`` on first use, else replace its data. Each item stays in a
+        transaction while the run lasts (as live acquisitions do): Swift defers storage writes."""
+        ref = self._refs.get(key)
+        if ref is None:
             item = self.data_items[key] = self.window.library.create_data_item_from_data(data, TITLES[key])
+            ref = self._refs[key] = self.window.library.data_ref_for_data_item(item)
+            ref.__enter__()
         else:
-            item.set_data(data)
+            ref.data = data
+
+    def _end_transactions(self) -> None:
+        for ref in self._refs.values():
+            ref.__exit__(None, None, None)
+        self._refs.clear()

@@ -24,6 +24,7 @@ import typing
 import gpytorch
 import numpy as np
 import torch
+from linear_operator.utils.errors import NotPSDError
 
 KERNELS = ("rbf", "matern52", "matern32")
 EXTRACTORS = ("mlp", "cnn")
@@ -208,17 +209,27 @@ class DKLRegressor:
         else:
             assert self.model is not None
             self.model.set_train_data(xt, yt, strict=False)
+        try:
+            loss = self._train(xt, yt, self.iters if fresh else self.warm_iters)
+        except NotPSDError:
+            # a warm state gone numerically singular (two embeddings collapsed): start afresh once
+            self._new_model(xt, yt)
+            loss = self._train(xt, yt, self.iters)
+        self.losses.append(loss)
+
+    def _train(self, xt: torch.Tensor, yt: torch.Tensor, steps: int) -> float:
+        """``steps`` Adam steps on the negative exact marginal log likelihood; returns the last loss."""
         assert self.model is not None and self.likelihood is not None and self._optimizer is not None
         self.model.train()
         self.likelihood.train()
         mll = gpytorch.mlls.ExactMarginalLogLikelihood(self.likelihood, self.model)
         loss = torch.zeros(())
-        for _ in range(self.iters if fresh else self.warm_iters):
+        for _ in range(steps):
             self._optimizer.zero_grad()
             loss = -mll(self.model(xt), yt)
             loss.backward()
             self._optimizer.step()
-        self.losses.append(float(loss.detach()))
+        return float(loss.detach())
 
     @torch.no_grad()
     def embed(self, x: np.ndarray) -> torch.Tensor:
@@ -248,7 +259,12 @@ class DKLRegressor:
 
         k_tt = kernel(z_tr, z_tr).double()
         k_tt += torch.eye(len(k_tt), dtype=k_tt.dtype, device=k_tt.device) * noise
-        chol = torch.linalg.cholesky(k_tt)
+        chol, info = torch.linalg.cholesky_ex(k_tt)
+        jitter = 1e-6
+        while int(info) != 0 and jitter < 1.0:    # round-off: add jitter until it factorises
+            chol, info = torch.linalg.cholesky_ex(k_tt + torch.eye(len(k_tt), dtype=k_tt.dtype,
+                                                                   device=k_tt.device) * jitter)
+            jitter *= 10
         k_ta = kernel(z_tr, z_all).double()
         v = torch.linalg.solve_triangular(chol, k_ta, upper=False)
         alpha = torch.cholesky_solve((y_tr.double() - mean_c)[:, None], chol)[:, 0]

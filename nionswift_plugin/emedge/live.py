@@ -13,13 +13,16 @@ message in :attr:`LiveExperiment.error`; the traceback goes to the log only.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import logging
+import os
 import threading
 import typing
 
 import numpy as np
+import torch
 
 from emedge_core import EmedgeError
 from emedge_core.experiment import Experiment, ExperimentConfig, ExperimentResult, Step
@@ -55,6 +58,29 @@ def snapshot(step: Step, state: str = "running") -> Snapshot:
     return Snapshot(step.n_measured, step.budget, patches.coords[order], np.asarray(steerer.values),
                     pred, unc, state, f"step {step.index + 1}: {step.n_measured}/{step.budget} measured "
                                       f"({step.seconds:.2f} s)")
+
+
+@contextlib.contextmanager
+def share_with_ui() -> typing.Iterator[None]:
+    """While the loop runs: one core and the GIL stay available to Swift's UI thread.
+
+    torch fits on one core fewer than the machine has (it would otherwise take all of them).
+    Swift's heap with torch loaded is large and a full garbage collection walks it holding the GIL
+    (0.1-0.3 s measured): the UI thread's longest stalls. The objects alive at the start (Swift,
+    torch, modules) are frozen out of the collector (``gc.freeze``; once more after the first model
+    fit, which imports and builds the rest), and while the loop runs a full collection waits for
+    100 collections of the middle generation instead of 10; the young generations are collected
+    as usual. Thresholds and threads come back afterwards.
+    """
+    thresholds, threads = gc.get_threshold(), torch.get_num_threads()
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+    gc.freeze()
+    gc.set_threshold(thresholds[0], thresholds[1], 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        torch.set_num_threads(threads)
 
 
 def _displayable(m: np.ndarray) -> np.ndarray:
@@ -111,6 +137,7 @@ class LiveExperiment:
         self._n_graphics = 0
         self._refs: dict[str, typing.Any] = {}
         self._busy = False
+        self._model_seen = False
         self._thread = threading.Thread(target=self._work, name="emedge-experiment", daemon=True)
 
     # -- control (any thread) ------------------------------------------------------------
@@ -165,12 +192,8 @@ class LiveExperiment:
     # -- worker thread -------------------------------------------------------------------
     def _work(self) -> None:
         try:
-            # Swift's heap with torch loaded is large, and a full garbage collection walks all of it
-            # holding the GIL (0.2-0.3 s measured): the UI's longest stalls. Objects alive now (Swift,
-            # torch, modules) are moved out of the collector's way for good; newer ones are collected
-            # as usual, and full collections during the run then take a third of the time.
-            gc.freeze()
-            self.result = self.experiment.run(callback=self._on_step)
+            with share_with_ui():
+                self.result = self.experiment.run(callback=self._on_step)
             if self.out_dir is not None:
                 from emedge_core.experiment_file import write_experiment
 
@@ -197,6 +220,9 @@ class LiveExperiment:
         self._post(dataclasses.replace(self._last_or_empty(), state="failed", message=f"error: {message}"))
 
     def _on_step(self, step: Step) -> None:
+        if step.posterior is not None and not self._model_seen:
+            self._model_seen = True
+            gc.freeze()     # again: the first fit imported and built what every later step reuses
         self._post(snapshot(step, "paused" if self.experiment.paused else "running"))
 
     def _post(self, snap: Snapshot) -> None:

@@ -6,6 +6,7 @@ Public API::
     with emd.StreamWriter(path, "data", frame_shape=(ky, kx), dtype="uint16", nav_shape=(H, W)) as w:
         w.append(frames)                  # (k, ky, kx) as they arrive; a chunk is flushed when full
     emd.read(path) -> {name: array};  emd.read(path, "data") -> array;  emd.info(path) -> dict
+    emd.value(h5_group_or_dataset) -> array      # one array of an open file, EMD group or plain data set
 
 Layout (the root attributes and groups as emdfile/py4DSTEM write them, so emdfile, rosettasciio
 and plain h5py + hdf5plugin read the arrays)::
@@ -482,6 +483,12 @@ def read(path: str, name: typing.Optional[str] = None, root: typing.Optional[str
                 raise EmedgeError(f"{path} has no array {name!r} under {g.name}")
             return read_array(g[name], verify)
         return {k: read_array(v, verify) for k, v in g.items() if is_array(v)}
+
+
+def value(item: typing.Union[h5py.Group, h5py.Dataset], verify: bool = True) -> np.ndarray:
+    """The values of an EMD array group (decoded, checked) or of a plain data set - e.g. both
+    layouts of ``experiment.h5``: ``emd.value(f["experiment/positions"])``."""
+    return read_array(item, verify) if isinstance(item, h5py.Group) else item[()]
 
 
 def read_array(g: h5py.Group, verify: bool = True) -> np.ndarray:

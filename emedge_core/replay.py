@@ -36,26 +36,20 @@ def _load(path: str) -> dict[str, typing.Any]:
         f = h5py.File(path, "r")
     except OSError as e:
         raise EmedgeError(f"cannot read {path} as HDF5: {e}") from None
-    if "experiment" in f:
+    if "experiment" in f:            # EMD array groups (checksums verified) or, in older files, plain data sets
+        from emedge_core.emd import value
+
         with f:
             g = f["experiment"]
             missing = [k for k in ("survey", "frames", "positions") if k not in g]
             if missing:
                 raise EmedgeError(f"experiment file {path} lacks {missing}")
-            out = {k: _experiment_array(g[k]) for k in ("survey", "frames", "positions", "energy_eV") if k in g}
+            out = {k: value(g[k]) for k in ("survey", "frames", "positions", "energy_eV") if k in g}
             if "mrad_per_px" in g.attrs:
                 out["mrad_per_px"] = float(g.attrs["mrad_per_px"])
             return out
     # frames stay in the file and are read per measurement; the file closes with the Replay
     return {k: f[k] for k in ("survey", "data", "energy_eV") if k in f} | {"_h5": f}
-
-
-def _experiment_array(item: typing.Any) -> np.ndarray:
-    """An array of an experiment file: an EMD array group (decoded and checksum-verified by
-    :func:`emedge_core.emd.read_array`) or, in files from before the EMD writer, a plain data set."""
-    from emedge_core.emd import read_array
-
-    return read_array(item) if hasattr(item, "keys") else item[()]
 
 
 class Replay:

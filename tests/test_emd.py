@@ -321,3 +321,12 @@ def test_small_frames_are_chunked_by_whole_scan_rows(tmp_path, monkeypatch) -> N
         assert f["data/eels/data"].chunks == (3, 6, 200) and len(f["data/eels/checksums"]) == 3
     assert np.array_equal(emd.read(path, "eels"), a)
     assert list(emd.chunk_runs((8, 6), 6, 3))[-1] == ((slice(6, 8), slice(0, 6)), 36, 12)
+
+
+def test_value_reads_emd_groups_and_plain_data_sets(tmp_path) -> None:
+    path = str(tmp_path / "v.h5")
+    emd.write(path, {"a": DATA["survey"]}, codec="delta+blosc2")
+    with h5py.File(path, "a") as f:
+        f["plain"] = np.arange(3)
+        assert np.array_equal(emd.value(f["data/a"]), DATA["survey"])
+        assert np.array_equal(emd.value(f["plain"]), np.arange(3))

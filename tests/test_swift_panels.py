@@ -18,7 +18,7 @@ import pytest
 
 pytest.importorskip("nionswift_plugin.usim")
 
-from nion.swift import Application, Facade  # noqa: E402
+from nion.swift import Facade  # noqa: E402
 from nion.swift.model import PlugInManager  # noqa: E402
 from nion.swift.test import TestContext  # noqa: E402
 from nion.utils import Registry  # noqa: E402

@@ -25,7 +25,6 @@ from emedge_core.scalarize import from_spec
 from emedge_core.settings import load_settings
 from nionswift_plugin.emedge.live import LiveExperiment
 
-SOURCES = ("microscope", "twin", "replay")
 
 
 def make_instrument(source: typing.Union[str, Instrument], signal_kind: str, *, survey_px: int = 64,

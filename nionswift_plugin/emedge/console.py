@@ -26,7 +26,6 @@ from emedge_core.settings import load_settings
 from nionswift_plugin.emedge.live import LiveExperiment
 
 
-
 def make_instrument(source: typing.Union[str, Instrument], signal_kind: str, *, survey_px: int = 64,
                     exposure_ms: float = 10.0, seed: int = 0) -> Instrument:
     """The instrument named by ``source`` for frames of ``signal_kind`` (see the module doc)."""

@@ -30,9 +30,9 @@ def retrain(experiment: str, out: str, window: typing.Optional[int] = None, iter
     t0 = time.perf_counter()
     with h5py.File(experiment, "r") as f:
         g = f["experiment"]
-        survey = g["survey"][()]
-        positions = g["positions"][()].reshape(-1, 2)
-        values = g["values"][()].astype(np.float64)
+        survey = emd.value(g["survey"])
+        positions = emd.value(g["positions"]).reshape(-1, 2)
+        values = emd.value(g["values"]).astype(np.float64)
         cfg = json.loads(g.attrs.get("config", "{}"))
         state = json.loads(g.attrs.get("instrument_state", "{}"))
     window = int(window or cfg.get("window", 16))
@@ -41,7 +41,8 @@ def retrain(experiment: str, out: str, window: typing.Optional[int] = None, iter
     if iters is not None:
         model_kw["iters"] = int(iters)
     seed = int(cfg.get("seed", 0) if seed is None else seed)
-    patches = make_patches(survey, window, cfg.get("patch_mode", "restrict"))
+    components = cfg.get("components") if model_kw.get("extractor", "mlp") == "mlp" else None
+    patches = make_patches(survey, window, cfg.get("patch_mode", "restrict"), components=components)
     idx = patches.lookup(positions)
     keep = (idx >= 0) & np.isfinite(values)
     if keep.sum() < 2:

@@ -168,14 +168,15 @@ def test_slurm_states_and_wait_status() -> None:
 
 
 def _experiment(path: typing.Any) -> None:
-    rng = np.random.default_rng(0)
-    survey = rng.normal(size=(20, 20)).astype(np.float32)
-    positions = rng.integers(4, 16, size=(10, 2))
-    with h5py.File(path, "w") as f:
-        g = f.create_group("experiment")
-        g["survey"], g["positions"] = survey, positions
-        g["values"] = survey[positions[:, 0], positions[:, 1]].astype(np.float64)
-        g.attrs["config"] = json.dumps({"window": 8, "seed": 0, "model": {"iters": 10}})
+    """A real experiment.h5: a 10-point run on a 24 px twin, written by `write_experiment`."""
+    from emedge_core.experiment import Experiment, ExperimentConfig
+    from emedge_core.experiment_file import write_experiment
+    from emedge_core.twin import DigitalTwin
+
+    cfg = ExperimentConfig(budget=10, seeds=4, window=8, components=8, model={"iters": 10, "warm_iters": 5})
+    result = Experiment(DigitalTwin(size=24, seed=0), "eels_peak_energy", cfg).run()
+    paths = write_experiment(result, str(path.parent))
+    assert paths["h5"] == str(path)
 
 
 def test_retrain_job_kind_locally(client: Client, tmp_path: typing.Any) -> None:
@@ -188,7 +189,7 @@ def test_retrain_job_kind_locally(client: Client, tmp_path: typing.Any) -> None:
     assert json.loads(done.stdout_tail.strip().splitlines()[-1])["n_measurements"] == 10
     (maps,) = client.fetch(job.id, str(tmp_path / "back"))
     pred = emd.read(maps, "prediction")
-    assert pred.shape == (20, 20) and np.isfinite(pred[4:16, 4:16]).all() and np.isnan(pred[0, 0])
+    assert pred.shape == (24, 24) and np.isfinite(pred[4:21, 4:21]).all() and np.isnan(pred[0, 0])
 
 
 def test_reduce_job_kind_runs_emedge_scalarize(client: Client, tmp_path: typing.Any) -> None:

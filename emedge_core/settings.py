@@ -52,9 +52,11 @@ class Settings:
     gpu: typing.Union[bool, str] = "auto"
     sources: tuple[str, ...] = ()
 
-    def use_gpu(self, available: bool) -> bool:
-        """Whether to compute on the GPU, given whether one is ``available``."""
-        return available if self.gpu == "auto" else bool(self.gpu) and available
+    @property
+    def scalarize_backend(self) -> str:
+        """The scalarizers' backend (:meth:`emedge_core.scalarize.Scalarizer.use`): ``"numpy"`` when the
+        GPU is off, else ``"auto"`` (CuPy or torch on CUDA when present, NumPy otherwise)."""
+        return "numpy" if self.gpu is False else "auto"
 
 
 def _gpu(value: typing.Any, where: str) -> typing.Union[bool, str]:

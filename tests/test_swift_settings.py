@@ -51,6 +51,5 @@ def test_bad_files_name_the_file(tmp_path: pathlib.Path, text: str, match: str) 
     assert str(tmp_path / "user.toml") in str(e.value)
 
 
-def test_use_gpu() -> None:
-    assert Settings(gpu="auto").use_gpu(True) and not Settings(gpu="auto").use_gpu(False)
-    assert not Settings(gpu=False).use_gpu(True) and not Settings(gpu=True).use_gpu(False)
+def test_gpu_switch_picks_the_scalarize_backend() -> None:
+    assert [Settings(gpu=g).scalarize_backend for g in ("auto", True, False)] == ["auto", "auto", "numpy"]

@@ -64,9 +64,11 @@ def start(source: typing.Union[str, Instrument] = "microscope", scalarizer: typi
     edge; survey_px, exposure_ms: survey size and camera exposure on the microscope (survey_px is
     the twin's size too); out_dir: where the result is written (default :func:`default_out_dir`);
     document_window: the Swift window for the live data items (default: the first one).
-    Bad arguments raise :class:`~emedge_core.EmedgeError` before anything starts.
+    Frames are scalarized in Swift's process as they arrive, on the GPU when one is present and the
+    facility settings allow it (``[compute] gpu``). Bad arguments raise :class:`~emedge_core.EmedgeError`
+    before anything starts.
     """
-    scal = from_spec(scalarizer)
+    scal = from_spec(scalarizer).use(load_settings().scalarize_backend)   # frames reduced on the GPU when allowed
     config = ExperimentConfig(budget=int(budget), seeds=int(seeds), batch=int(batch), acquisition=acquisition,
                               window=int(window_px), seed=int(seed), stop_uncertainty=stop_uncertainty)
     instrument = make_instrument(source, scal.signal_kind, survey_px=int(survey_px), exposure_ms=float(exposure_ms),

@@ -2,10 +2,10 @@
 
 :class:`LiveExperiment` runs :class:`emedge_core.experiment.Experiment` on its own thread. After
 every step the worker turns the model's posterior into (H, W) maps (NumPy, off the UI thread)
-and leaves the newest :class:`Snapshot` for the UI; at most one UI task is queued at a time
+and leaves the newest :class:`Snapshot` for the UI; one chain of UI tasks runs at a time
 (``window.queue_task``), so a slow UI skips intermediate steps instead of piling them up. The
-UI task only hands arrays to three data items - the survey with one point graphic per measured
-position, the prediction and the uncertainty - and calls the listeners.
+UI tasks only hand arrays to three data items, one per tick - the survey with one point graphic per
+measured position, the prediction and the uncertainty - and call the listeners.
 
 When the loop ends the result goes to ``out_dir`` through :func:`emedge_core.experiment_file.write_experiment`
 (experiment.h5 by the EMD writer, summary.json, maps.png). Errors end the run with a one-line

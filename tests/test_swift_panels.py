@@ -319,3 +319,32 @@ def test_hpc_bad_requests_are_error_lines(swift: typing.Any) -> None:
     view.fetch_button.on_clicked()
     _pump(dc, lambda: not view.thread.is_alive())
     assert view.status.text == "nothing to fetch: no newly completed job"
+
+
+def test_hpc_retrain_on_experiment_file(swift: typing.Any) -> None:
+    """An experiment run from the console, refitted as a local HPC job; the maps come back as data items."""
+    dc = swift
+    run = console.start("twin", "eels_peak_energy", budget=8, seeds=4, window_px=8, survey_px=24,
+                        document_window=Facade.DocumentWindow(dc))
+    _pump(dc, lambda: run.done)
+    assert run.error is None, run.error
+    view = dc.find_dock_panel("emedge-hpc-panel").panel_delegate.views[-1]
+    view.kind.current_item = "retrain"
+    view.experiment.text = run.files["h5"]
+    view.submit_button.on_clicked()
+    _pump(dc, lambda: not view.thread.is_alive())
+    assert view.status.text.startswith("submitted local:"), view.status.text
+    (job_id,) = view.jobs
+    t_end = time.monotonic() + 120
+    while not view.jobs[job_id].state.terminal:
+        assert time.monotonic() < t_end, view.jobs_label.text
+        time.sleep(0.5)
+        view.refresh_button.on_clicked()
+        _pump(dc, lambda: not view.thread.is_alive())
+    assert view.jobs[job_id].state.value == "COMPLETED", view.jobs[job_id]
+    view.fetch_button.on_clicked()
+    _pump(dc, lambda: not view.thread.is_alive() and bool(view.fetched.get(job_id)))
+    maps = {i.title: i.data for i in view.fetched[job_id]}
+    assert {"retrain prediction", "retrain uncertainty"} <= set(maps), sorted(maps)
+    assert maps["retrain prediction"].shape == (24, 24)
+    assert np.isfinite(maps["retrain uncertainty"]).any()

@@ -2,8 +2,9 @@
 
 The test starts Xvfb and runs this file as a script in a child process (Qt owns that process's
 main thread). The script pre-creates a Swift profile so no "Choose Project" dialog appears,
-launches Swift, shows the Autonomous Experiment panel, presses Start, lays the three live data
-items out side by side and takes a screenshot of the whole screen when the run has finished:
+launches Swift, shows the Autonomous Experiment panel, splits the workspace into three empty display
+panels, presses Start (the three live data items fill them) and takes a screenshot of the whole
+screen when the run has finished:
 ``test-artifacts/swift_panel.png`` (and a JSON report next to it).
 """
 from __future__ import annotations
@@ -94,9 +95,10 @@ def drive(out: pathlib.Path) -> int:
                 panel.show()
                 view = panel.panel_delegate.views[-1]
                 view.budget.text, view.seeds.text, view.survey_px.text = "16", "4", "64"
+                wc = dc.workspace_controller           # three empty display panels: the live items fill them
+                for p in wc.apply_layouts(wc.display_panels[0], [wc.display_panels[0]], 3, 1):
+                    p.set_display_panel_display_item(None)
                 view.start_button.on_clicked()
-                wc = dc.workspace_controller
-                wc.apply_layouts(wc.display_panels[0], [wc.display_panels[0]], 3, 1)
                 return view
 
             view = on_ui(press_start, dc)
@@ -104,15 +106,9 @@ def drive(out: pathlib.Path) -> int:
             live = view.live
             assert live is not None, report["status_after_start"]
             live.wait(240)
-
-            def layout() -> None:
-                for panel, key in zip(dc.workspace_controller.display_panels, ("survey", "prediction", "uncertainty")):
-                    item = live.data_items[key]._data_item
-                    panel.set_display_panel_display_item(dc.document_model.get_display_item_for_data_item(item))
-
-            time.sleep(0.5)
-            on_ui(layout, dc)
-            time.sleep(2.0)                     # let Qt paint
+            time.sleep(2.0)                     # the last UI updates, and Qt paints
+            report["shown"] = on_ui(lambda: [p.display_item.displayed_title if p.display_item else None
+                                             for p in dc.workspace_controller.display_panels], dc)
             report["status"] = on_ui(lambda: view.status.text, dc)
             report["titles"] = on_ui(lambda: sorted(d.title for d in dc.document_model.data_items), dc)
             report["graphics"] = on_ui(lambda: len(live.data_items["survey"].graphics), dc)
@@ -176,6 +172,7 @@ def test_swift_gui_start_and_screenshot(display: str, tmp_path: pathlib.Path) ->
     assert report["status"].startswith("finished: 16 measured"), report
     assert {"emedge survey + measured", "emedge prediction", "emedge uncertainty"} <= set(report["titles"])
     assert report["graphics"] == 16
+    assert report["shown"] == ["emedge survey + measured", "emedge prediction", "emedge uncertainty"]
     png = ARTIFACTS / "swift_panel.png"
     assert png.stat().st_size > 20_000
     size = subprocess.run(["identify", "-format", "%w %h %k", str(png)], capture_output=True, text=True, check=True)

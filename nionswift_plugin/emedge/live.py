@@ -282,8 +282,17 @@ class LiveExperiment:
             item = self.data_items[key] = self.window.library.create_data_item_from_data(data, TITLES[key])
             ref = self._refs[key] = self.window.library.data_ref_for_data_item(item)
             ref.__enter__()
+            self._display(item)
         else:
             ref.data = data
+
+    def _display(self, item: typing.Any) -> None:
+        """Show a new data item in the window's first empty display panel, if it has one."""
+        dc = self.window._document_controller
+        workspace = dc.workspace_controller
+        empty = [p for p in (workspace.display_panels if workspace else ()) if p.display_item is None]
+        if empty:
+            empty[0].set_display_panel_display_item(dc.document_model.get_display_item_for_data_item(item._data_item))
 
     def _end_transactions(self) -> None:
         for ref in self._refs.values():

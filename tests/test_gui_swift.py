@@ -138,15 +138,14 @@ def display() -> typing.Iterator[str]:
         pytest.skip(f"{missing} not installed (scripts/test.sh installs them as root)")
     if os.environ.get("CI") != "true":
         pytest.importorskip("PySide6")
-    num = 90 + os.getpid() % 100
-    proc = subprocess.Popen(["Xvfb", f":{num}", "-screen", "0", SCREEN, "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    r, w = os.pipe()            # Xvfb picks a free display and writes its number to w
+    proc = subprocess.Popen(["Xvfb", "-displayfd", str(w), "-screen", "0", SCREEN, "-nolisten", "tcp"],
+                            pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(w)
     try:
-        for _ in range(100):
-            if os.path.exists(f"/tmp/.X11-unix/X{num}"):
-                break
-            time.sleep(0.05)
-        else:
+        with os.fdopen(r) as fp:
+            num = fp.readline().strip()
+        if not num:
             raise RuntimeError("Xvfb did not start")
         yield f":{num}"
     finally:

@@ -60,16 +60,16 @@ class ExperimentView:
             source = typing.cast(str, self.source.current_item)
             params = json.loads(self.params.text or "{}")
             if not isinstance(params, dict):
-                raise EmedgeError("parameters must be a JSON object, e.g. {\"range_eV\": [5, 50]}")
+                raise EmedgeError("parameters must be a JSON object, e.g. {\"band_eV\": [5, 30]}")
             acquisition = typing.cast(str, self.acquisition.current_item)
             live = console.start(
-                self.replay_path.text or "" if source == "replay" else source,
+                (self.replay_path.text or "") if source == "replay" else source,
                 {"name": self.scalarizer.current_item, **params},
                 budget=_int(self.budget, "budget"), seeds=_int(self.seeds, "seeds"),
                 window_px=_int(self.window_px, "window"), acquisition=acquisition,
                 stop_uncertainty=_float(self.stop_std, "stop std") if (self.stop_std.text or "").strip() else None,
-                 survey_px=_int(self.survey_px, "survey"),
-                exposure_ms=_float(self.exposure_ms, "exposure"), document_window=self.window)
+                survey_px=_int(self.survey_px, "survey"), exposure_ms=_float(self.exposure_ms, "exposure"),
+                document_window=self.window)
         except json.JSONDecodeError as e:
             self.status.text = f"error: parameters are not valid JSON: {e}"
             return

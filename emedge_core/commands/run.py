@@ -99,7 +99,12 @@ def run(args: argparse.Namespace) -> int:
         stop_predictability=_predictability(args.stop_predictability), model={"retrain": args.retrain})
     if config.seeds < 2 and config.budget >= 2:
         raise EmedgeError("--seeds must be >= 2")
-    result = Experiment(instrument, scalarizer, config).run(progress=True)
+    try:
+        result = Experiment(instrument, scalarizer, config).run(progress=True)
+    finally:
+        close = getattr(instrument, "close", None)    # replay files, simulator sessions
+        if close is not None:
+            close()
     paths = write_experiment(result, args.out)
     summary = result.summary()
     if args.json:

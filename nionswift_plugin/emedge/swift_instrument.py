@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import threading
 import typing
 
 import numpy as np
@@ -40,7 +39,8 @@ class SwiftInstrument:
     """
 
     def __init__(self, stem: typing.Any, signal_kind: str = "spectrum", *, survey_px: int = 64,
-                 fov_nm: float = 100.0, exposure_ms: float = 10.0, binning: typing.Optional[int] = None) -> None:
+                 fov_nm: float = 100.0, exposure_ms: float = 10.0, binning: typing.Optional[int] = None,
+                 owner: typing.Optional["UsimSession"] = None) -> None:
         if signal_kind not in ("spectrum", "diffraction"):
             raise EmedgeError(f"signal must be 'spectrum' or 'diffraction', not {signal_kind!r}")
         self.stem = stem
@@ -53,6 +53,12 @@ class SwiftInstrument:
         self.survey_px, self.fov_nm = int(survey_px), float(fov_nm)
         self.exposure_ms, self.binning = float(exposure_ms), binning
         self._survey: typing.Optional[Survey] = None
+        self._owner = owner
+
+    def close(self) -> None:
+        """Close the simulator session this instrument owns, if any (``emedge run --instrument usim``)."""
+        if self._owner is not None:
+            self._owner.close()
 
     def survey(self) -> Survey:
         """Record one HAADF frame (the first scan channel) at ``survey_px`` x ``survey_px``."""
@@ -204,17 +210,15 @@ def usim_instrument(args: argparse.Namespace) -> SwiftInstrument:
     """``emedge run --instrument usim``: the entry point of the ``emedge.instruments`` group.
 
     Uses ``--size`` (survey px, capped at 256) and ``--signal`` (default: what the scalarizer
-    reduces). The session closes on the main thread when the interpreter shuts down, before
-    Python joins the simulator's threads (the hook ``concurrent.futures`` uses for its workers).
+    reduces). The instrument owns its simulator session: ``emedge run`` closes it when done.
     """
     from emedge_core.scalarize import from_spec
 
     signal = args.signal or from_spec(args.scalarizer).signal_kind
     session = UsimSession()
-    threading._register_atexit(session.close)  # type: ignore[attr-defined]
     try:
-        return session.instrument(signal, survey_px=min(int(args.size), 256),
-                                  binning=None if signal == "spectrum" else 4)
+        return SwiftInstrument(session.stem, signal, survey_px=min(int(args.size), 256),
+                               binning=None if signal == "spectrum" else 4, owner=session)
     except BaseException:
         session.close()
         raise

@@ -15,7 +15,7 @@ from emedge_core import EmedgeError
 from emedge_core.scalarize import REGISTRY
 from nionswift_plugin.emedge import console
 from nionswift_plugin.emedge.live import LiveExperiment, Snapshot
-from nionswift_plugin.emedge.panels.form import Form
+from nionswift_plugin.emedge.panels.form import Form, PanelDelegate
 
 LOG = logging.getLogger("emedge")
 SOURCE_LABELS = {"microscope": "Microscope (STEM controller)", "twin": "Digital twin", "replay": "Replay file"}
@@ -134,23 +134,9 @@ def _float(widget: typing.Any, what: str) -> float:
         raise EmedgeError(f"{what} must be a number, not {widget.text!r}") from None
 
 
-class ExperimentPanel:
-    """The panel delegate Swift's ``api.create_panel`` registers (one view per window)."""
+class ExperimentPanel(PanelDelegate):
+    """The Autonomous Experiment panel (one view per window)."""
 
     panel_id = "emedge-experiment-panel"
     panel_name = "Autonomous Experiment"
-    panel_positions = ["left", "right"]
-    panel_position = "right"
-
-    def __init__(self) -> None:
-        self.views: list[ExperimentView] = []
-
-    def create_panel_widget(self, ui: typing.Any, document_window: typing.Any) -> typing.Any:
-        view = ExperimentView(ui, document_window)
-        self.views.append(view)
-        return view.widget
-
-    def close(self) -> None:
-        for view in self.views:
-            view.close()
-        self.views.clear()
+    view_class = ExperimentView

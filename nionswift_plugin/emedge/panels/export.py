@@ -18,7 +18,7 @@ import numpy as np
 
 from emedge_core import EmedgeError
 from emedge_core.settings import load_settings
-from nionswift_plugin.emedge.panels.form import Form
+from nionswift_plugin.emedge.panels.form import Form, PanelDelegate
 
 LOG = logging.getLogger("emedge")
 
@@ -124,21 +124,9 @@ class ExportView:
         self.window.queue_task(show)
 
 
-class ExportPanel:
-    """The panel delegate (one view per window)."""
+class ExportPanel(PanelDelegate):
+    """The Compress & Export panel (one view per window)."""
 
     panel_id = "emedge-export-panel"
     panel_name = "Compress & Export"
-    panel_positions = ["left", "right"]
-    panel_position = "right"
-
-    def __init__(self) -> None:
-        self.views: list[ExportView] = []
-
-    def create_panel_widget(self, ui: typing.Any, document_window: typing.Any) -> typing.Any:
-        view = ExportView(ui, document_window)
-        self.views.append(view)
-        return view.widget
-
-    def close(self) -> None:
-        self.views.clear()
+    view_class = ExportView

@@ -52,3 +52,32 @@ class Form:
         self.column.add(label)
         self.column.add_stretch()
         return label
+
+
+class PanelDelegate:
+    """What Swift's ``api.create_panel`` registers: one ``view_class`` view per document window.
+
+    Subclasses set ``panel_id``, ``panel_name`` and ``view_class`` (built as ``view_class(ui,
+    document_window)``, exposing ``widget`` and optionally ``close()``).
+    """
+
+    panel_id: typing.ClassVar[str]
+    panel_name: typing.ClassVar[str]
+    view_class: typing.ClassVar[typing.Callable[[typing.Any, typing.Any], typing.Any]]
+    panel_positions = ["left", "right"]
+    panel_position = "right"
+
+    def __init__(self) -> None:
+        self.views: list[typing.Any] = []
+
+    def create_panel_widget(self, ui: typing.Any, document_window: typing.Any) -> typing.Any:
+        view = self.view_class(ui, document_window)
+        self.views.append(view)
+        return view.widget
+
+    def close(self) -> None:
+        for view in self.views:
+            close = getattr(view, "close", None)
+            if close is not None:
+                close()
+        self.views.clear()

@@ -22,7 +22,7 @@ import numpy as np
 from emedge_core import EmedgeError
 from emedge_core.settings import load_settings
 from nionswift_plugin.emedge.panels.export import Item, default_path, export_items
-from nionswift_plugin.emedge.panels.form import Form
+from nionswift_plugin.emedge.panels.form import Form, PanelDelegate
 
 LOG = logging.getLogger("emedge")
 KINDS = {"reduce": "Reduce selected data item", "retrain": "Retrain on experiment file"}
@@ -188,21 +188,9 @@ class HPCView:
         self.jobs_label.text = "\n".join(lines) if lines else "No jobs yet."
 
 
-class HPCPanel:
-    """The panel delegate (one view per window)."""
+class HPCPanel(PanelDelegate):
+    """The HPC Jobs panel (one view per window)."""
 
     panel_id = "emedge-hpc-panel"
     panel_name = "HPC Jobs"
-    panel_positions = ["left", "right"]
-    panel_position = "right"
-
-    def __init__(self) -> None:
-        self.views: list[HPCView] = []
-
-    def create_panel_widget(self, ui: typing.Any, document_window: typing.Any) -> typing.Any:
-        view = HPCView(ui, document_window)
-        self.views.append(view)
-        return view.widget
-
-    def close(self) -> None:
-        self.views.clear()
+    view_class = HPCView

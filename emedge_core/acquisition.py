@@ -36,7 +36,7 @@ class Acquisition(abc.ABC):
         for _ in range(q):
             s = self._penalised(self.score(post, rng), coords, last, travel)
             s[~free] = -np.inf
-            i = int(np.argmax(s))
+            i = int(rng.choice(np.flatnonzero(s == s.max())))     # ties broken at random, not by index
             chosen.append(i)
             free[i] = False
             if len(chosen) < q:

@@ -145,7 +145,9 @@ class DKLRegressor:
     lr: Adam learning rate. device: "cpu", "cuda", ... (None = automatic). seed: torch seed.
     init_noise, init_lengthscale: starting noise variance and lengthscale (standardised targets,
     embedding in (-1, 1)); max_noise: upper bound of the noise variance on standardised targets,
-    so a few rare high values are never written off as noise.
+    so a few rare high values are never written off as noise. refit_every: fit from scratch on
+    every k-th call (0 = never), so a warm start cannot stay stuck in a collapsed optimum
+    (a flat map with all variance called noise).
     """
 
     def __init__(self, n_features: int, *, window: typing.Optional[int] = None, extractor: str = "mlp",
@@ -153,7 +155,7 @@ class DKLRegressor:
                  iters: int = 200, warm_iters: int = 50, retrain: bool = False, lr: float = 0.03,
                  device: typing.Optional[str] = None, seed: int = 0, batch_size: int = 8192,
                  init_noise: float = 0.01, init_lengthscale: float = 0.3, max_noise: float = 0.1,
-                 min_lengthscale: float = 0.0) -> None:
+                 min_lengthscale: float = 0.0, refit_every: int = 10) -> None:
         if kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, not {kernel!r}")
         if extractor not in EXTRACTORS:
@@ -168,6 +170,7 @@ class DKLRegressor:
         self.batch_size = int(batch_size)
         self.init_noise, self.init_lengthscale = float(init_noise), float(init_lengthscale)
         self.max_noise, self.min_lengthscale = float(max_noise), float(min_lengthscale)
+        self.refit_every = int(refit_every)
         self.model: typing.Optional[DKLModel] = None
         self.likelihood: typing.Optional[gpytorch.likelihoods.GaussianLikelihood] = None
         self._optimizer: typing.Optional[torch.optim.Optimizer] = None
@@ -206,7 +209,8 @@ class DKLRegressor:
         self._y_best = float(y.max())
         xt = torch.as_tensor(np.asarray(x, np.float32), device=self.device)
         yt = torch.as_tensor((y - self._y_mean) / self._y_std, dtype=torch.float32, device=self.device)
-        fresh = self.model is None or self.retrain
+        fresh = (self.model is None or self.retrain
+                 or (self.refit_every > 0 and len(self.losses) % self.refit_every == 0))
         if fresh:
             self._new_model(xt, yt)
         else:

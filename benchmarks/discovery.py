@@ -5,7 +5,7 @@ Each policy measures ``--budget`` points (seeds included); the figure is the fra
 top-1 % sites among the measured points, over ``--runs`` seeds (mean +- sd). Policies: DKL with
 UCB, EI and max-variance, random, and a raster (an even grid over the candidates).
 
-    python benchmarks/discovery.py [--budget 100] [--runs 5] [--signal spectrum|diffraction]
+    python benchmarks/discovery.py [--budget 100] [--runs 5] [--signal spectrum|diffraction] [--extractor mlp|cnn]
 
 Prints one JSON line per policy and a last line with the DKL/random ratios.
 """
@@ -52,14 +52,16 @@ def found(positions: np.ndarray, top: set[tuple[int, int]]) -> float:
     return len({tuple(p) for p in np.asarray(positions).tolist()} & top) / len(top)
 
 
-def run_policy(policy: str, seed: int, signal: str, budget: int, window: int) -> tuple[float, float]:
+def run_policy(policy: str, seed: int, signal: str, budget: int, window: int,
+               extractor: str = "mlp") -> tuple[float, float]:
     """(fraction found, seconds) for one policy on the twin with ``seed``."""
     twin = DigitalTwin(signal=signal, seed=seed)
     top = top_sites(twin, SCALARIZER[signal], window)
     t0 = time.perf_counter()
     if policy == "raster":
         return found(raster(twin, window, budget), top), time.perf_counter() - t0
-    cfg = ExperimentConfig(budget=budget, seeds=10, acquisition=policy, window=window, seed=seed)
+    cfg = ExperimentConfig(budget=budget, seeds=10, acquisition=policy, window=window, seed=seed,
+                           model={"extractor": extractor})
     result = Experiment(twin, SCALARIZER[signal], cfg).run()
     return found(result.positions, top), time.perf_counter() - t0
 
@@ -71,13 +73,15 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=16)
     ap.add_argument("--signal", choices=("spectrum", "diffraction"), default="spectrum")
     ap.add_argument("--policies", default="ucb,ei,maxvar,random,raster")
+    ap.add_argument("--extractor", choices=("mlp", "cnn"), default="mlp", help="DKL feature extractor")
     args = ap.parse_args()
     means: dict[str, float] = {}
     for policy in args.policies.split(","):
-        runs = [run_policy(policy, s, args.signal, args.budget, args.window) for s in range(args.runs)]
+        runs = [run_policy(policy, s, args.signal, args.budget, args.window, args.extractor) for s in range(args.runs)]
         fr = np.array([r[0] for r in runs])
         means[policy] = float(fr.mean())
         print(json.dumps({"benchmark": "discovery", "signal": args.signal, "policy": policy, "budget": args.budget,
+                          "extractor": args.extractor if policy not in ("random", "raster") else None,
                           "runs": args.runs, "found_mean": round(float(fr.mean()), 4),
                           "found_sd": round(float(fr.std(ddof=1)) if len(fr) > 1 else 0.0, 4),
                           "found": fr.round(4).tolist(), "seconds_per_run": round(float(np.mean([r[1] for r in runs])), 2)}),

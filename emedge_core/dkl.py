@@ -139,7 +139,8 @@ class DKLRegressor:
     """Patch features -> scalar with deep kernel learning; fit / posterior with warm starts.
 
     n_features: length of one feature vector (W*W for MLP); window: W (CNN only).
-    widths: hidden layer widths (MLP) or conv channels (CNN); embed_dim: GP input dimension.
+    widths: hidden layer widths (MLP, default 64, 64) or conv channels (CNN, default 8, 16);
+    embed_dim: GP input dimension.
     kernel: "rbf", "matern52" or "matern32". iters: Adam steps of a fresh fit;
     warm_iters: steps of a warm update; retrain: always fit from scratch.
     lr: Adam learning rate. device: "cpu", "cuda", ... (None = automatic). seed: torch seed.
@@ -151,7 +152,7 @@ class DKLRegressor:
     """
 
     def __init__(self, n_features: int, *, window: typing.Optional[int] = None, extractor: str = "mlp",
-                 widths: typing.Sequence[int] = (64, 64), embed_dim: int = 2, kernel: str = "rbf",
+                 widths: typing.Optional[typing.Sequence[int]] = None, embed_dim: int = 2, kernel: str = "rbf",
                  iters: int = 200, warm_iters: int = 50, retrain: bool = False, lr: float = 0.03,
                  device: typing.Optional[str] = None, seed: int = 0, batch_size: int = 8192,
                  init_noise: float = 0.01, init_lengthscale: float = 0.3, max_noise: float = 0.1,
@@ -163,6 +164,7 @@ class DKLRegressor:
         if extractor == "cnn" and (window is None or window * window != n_features):
             raise ValueError("the CNN extractor needs window with window*window == n_features")
         self.n_features, self.window, self.extractor = n_features, window, extractor
+        widths = widths if widths is not None else ((64, 64) if extractor == "mlp" else (8, 16))
         self.widths, self.embed_dim, self.kernel = tuple(int(w) for w in widths), int(embed_dim), kernel
         self.iters, self.warm_iters, self.retrain, self.lr = int(iters), int(warm_iters), bool(retrain), float(lr)
         self.device = pick_device(device)
@@ -184,7 +186,7 @@ class DKLRegressor:
             fe: torch.nn.Module = MLPExtractor(self.n_features, self.widths, self.embed_dim)
         else:
             assert self.window is not None
-            fe = CNNExtractor(self.window, self.widths or (8, 16), self.embed_dim)
+            fe = CNNExtractor(self.window, self.widths, self.embed_dim)
         self.likelihood = gpytorch.likelihoods.GaussianLikelihood(
             noise_constraint=gpytorch.constraints.Interval(1e-4, self.max_noise)).to(self.device)
         self.model = DKLModel(x, y, self.likelihood, fe, self.embed_dim, self.kernel,

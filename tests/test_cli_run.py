@@ -87,3 +87,11 @@ def test_replay_with_missing_key_and_wrong_shape(tmp_path):
         p = emedge("run", "--instrument", "replay", "--data", str(tmp_path / name), "--scalarizer", "com_magnitude",
                    "--out", str(tmp_path / "o"))
         assert p.returncode == 2 and msg in p.stderr and "Traceback" not in p.stderr
+
+
+def test_run_with_the_cnn_extractor(tmp_path):
+    p = emedge("run", "--extractor", "cnn", "--budget", "8", *SMALL, "--out", str(tmp_path / "c"), "--json")
+    assert p.returncode == 0, p.stderr
+    assert len(json.loads(p.stdout.splitlines()[-1])["positions"]) == 8
+    with h5py.File(tmp_path / "c" / "experiment.h5", "r") as f:
+        assert json.loads(f["experiment"].attrs["config"])["model"]["extractor"] == "cnn"

@@ -50,6 +50,9 @@ def register(sub: typing.Any) -> None:
     p.add_argument("--stop-predictability", default=None, metavar="K:TOL",
                    help="also stop when the last K measurements were predicted within TOL")
     p.add_argument("--retrain", action="store_true", help="refit the model from scratch every step")
+    p.add_argument("--extractor", choices=("mlp", "cnn"), default="mlp",
+                   help="DKL feature extractor: mlp on 16 PCA scores per patch (default, fastest) or a small "
+                        "CNN on the raw patch (shift-tolerant, ~5x slower per step)")
     p.add_argument("--size", type=int, default=128, help="twin only: survey edge in px (default 128)")
     p.add_argument("--dose", type=float, default=2e4, help="twin only: electrons per frame (default 2e4)")
     p.add_argument("--out", required=True, help="output directory")
@@ -96,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
         budget=args.budget, seeds=min(args.seeds, args.budget), batch=args.batch, acquisition=args.acquisition,
         acquisition_params={"beta": args.beta} if args.acquisition == "ucb" else {}, window=args.window,
         seed=args.seed, travel=args.travel, stop_uncertainty=args.stop_uncertainty,
-        stop_predictability=_predictability(args.stop_predictability), model={"retrain": args.retrain})
+        stop_predictability=_predictability(args.stop_predictability),
+        model={"retrain": args.retrain, "extractor": args.extractor})
     if config.seeds < 2 and config.budget >= 2:
         raise EmedgeError("--seeds must be >= 2")
     try:

@@ -293,7 +293,7 @@ def _create_file(path: str, root: str, provenance: typing.Optional[dict[str, typ
     md = bundle.create_group("provenance")
     md.attrs.update({"emd_group_type": "metadata", "python_class": "Metadata"})
     for key, value in (provenance or {}).items():
-        ds = md.create_dataset(key, data=json.dumps(value, default=_jsonable))
+        ds = md.create_dataset(key, data=json.dumps(value, default=jsonable))
         ds.attrs["type"] = np.bytes_(b"string")
     f.flush()
     return f, g
@@ -307,7 +307,8 @@ def _os_error(e: OSError) -> str:
     return text if len(text) < 200 else text[:200] + "..."
 
 
-def _jsonable(x: typing.Any) -> typing.Any:
+def jsonable(x: typing.Any) -> typing.Any:
+    """``json.dumps`` fallback: NumPy values as lists/numbers, anything else as its string."""
     return x.tolist() if hasattr(x, "tolist") else str(x)
 
 

@@ -31,7 +31,7 @@ def write_experiment(result: ExperimentResult, out_dir: str) -> dict[str, str]:
         "signal_kind": result.signal_kind, "stopped_by": result.stopped_by, "version": result.version,
         "survey_pixel_size_nm": result.survey.pixel_size_nm, "config": json.dumps(dataclasses.asdict(result.config)),
         "scalarizer": json.dumps(result.scalarizer),
-        "instrument_state": json.dumps(result.instrument_state, default=_jsonable)}
+        "instrument_state": json.dumps(result.instrument_state, default=emd.jsonable)}
     if "energy_eV" not in result.frame_axis and result.frame_axis.get("mrad_per_px") is not None:
         attrs["mrad_per_px"] = float(result.frame_axis["mrad_per_px"])
     prov = provenance.collect({"config": dataclasses.asdict(result.config), "scalarizer": result.scalarizer,
@@ -64,9 +64,3 @@ def _arrays(result: ExperimentResult) -> tuple[dict[str, np.ndarray], dict[str, 
             dims["frames"] = [("measurement", "", 0.0, 1.0), ("energy", "eV", float(energy[0]),
                                                                 float(energy[1] - energy[0]))]
     return arrays, sig, dims
-
-
-def _jsonable(x: typing.Any) -> typing.Any:
-    if hasattr(x, "tolist"):
-        return x.tolist()
-    return str(x)

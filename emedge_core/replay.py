@@ -60,7 +60,7 @@ class Replay:
         self.path = path
         if "survey" not in raw:
             raise EmedgeError(f"{path} has no 'survey' (H, W) image")
-        survey = np.asarray(raw["survey"][()] if hasattr(raw["survey"], "shape") else raw["survey"])
+        survey = np.asarray(raw["survey"][()])
         if survey.ndim != 2:
             raise EmedgeError(f"'survey' in {path} must be 2-D (H, W), got shape {survey.shape}")
         self._survey = Survey(survey.astype(np.float32))

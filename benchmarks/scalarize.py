@@ -1,6 +1,6 @@
 """Scalarizer throughput against a NumPy memory pass, LiberTEM and py4DSTEM: one JSON line per case.
 
-    python benchmarks/scalarize.py [--quick] [--repeat N] [--no-peers] [--no-gpu]
+    python benchmarks/scalarize.py [--quick] [--repeat N] [--no-peers] [--no-gpu | --gpu-only] [--only 4d|eels]
 
 Cases (the issue's sizes; --quick quarters the scan): 4D-STEM 128x128 scan x 128x128 detector,
 float32 (1.07 GB) and uint16, for ``com``, ``virtual_bf`` and ``virtual_adf``; EELS 256x256x2048
@@ -203,7 +203,7 @@ def bench_4d(args: argparse.Namespace, tmp: str) -> None:
     for label, cube in cubes.items():
         files[label] = os.path.join(tmp, f"cube_{label}.npy")
         np.save(files[label], cube)
-    peers = None if args.no_peers else run_peers(
+    peers = None if args.no_peers or args.gpu_only else run_peers(
         {"files": files, "cy": cy, "cx": cx, "r_bf": r_bf, "r_adf": r_adf, "repeat": args.repeat})
     specs = {"com": {"name": "com", "center": [cy, cx]},
              "virtual_bf": {"name": "virtual_bf", "outer": r_bf, "center": [cy, cx]},
@@ -213,7 +213,7 @@ def bench_4d(args: argparse.Namespace, tmp: str) -> None:
     for label, cube in cubes.items():
         gb = cube.nbytes / 1e9
         t_sum = timed(cube.sum, args.repeat)
-        for case, spec in specs.items():
+        for case, spec in ({} if args.gpu_only else specs).items():
             line: dict[str, typing.Any] = {"case": f"4d_{case}", "dtype": label, "shape": list(cube.shape),
                                            "GB": round(gb, 3)}
             for be in ("numpy", "torch:cpu"):
@@ -248,7 +248,8 @@ def bench_eels(args: argparse.Namespace) -> None:
     si, e = make_eels(scan, 2048)
     gb = si.nbytes / 1e9
     t_sum = timed(si.sum, args.repeat)
-    for name in ("eels_peak_energy", "eels_band_ratio", "eels_band_integral", "eels_edge_intensity"):
+    names = () if args.gpu_only else ("eels_peak_energy", "eels_band_ratio", "eels_band_integral", "eels_edge_intensity")
+    for name in names:
         line: dict[str, typing.Any] = {"case": name, "dtype": "float32", "shape": list(si.shape), "GB": round(gb, 3)}
         for be in ("numpy", "torch:cpu"):
             t = timed(functools.partial(reduce, name, si, backend=be, energy_eV=e), args.repeat)
@@ -259,24 +260,37 @@ def bench_eels(args: argparse.Namespace) -> None:
         emit(line)
     if args.gpu:
         bench_gpu("eels_peak_energy", {"name": "eels_peak_energy"}, si, args.repeat, e)
+        bench_gpu("eels_band_ratio", {"name": "eels_band_ratio"}, si, args.repeat, e)
 
 
-def card_rates(nbytes: int, repeat: int) -> tuple[float, float]:
-    """(device-memory GB/s of a copy, counting read + write; pinned host->device GB/s) for ``nbytes``."""
+def card_rates(nbytes: int, repeat: int) -> dict[str, float]:
+    """The card's and the host's copy rates for ``nbytes``, GB/s: device-memory copy (read + write
+    counted), pinned host->device, pageable host->device, and host memory into pinned staging memory
+    on one thread and through :func:`~emedge_core.scalarize.backends.stage_copy` (the streamed path's copy)."""
     import torch
+
+    from emedge_core.scalarize.backends import stage_copy
 
     dev = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
     pinned = torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
+    pageable = np.ones(nbytes, np.uint8)
+    staging = pinned.numpy()
 
     def clone() -> None:
         dev.clone()
         torch.cuda.synchronize()
 
-    def upload() -> None:
-        dev.copy_(pinned, non_blocking=True)
+    def upload(src: typing.Any) -> None:
+        dev.copy_(src, non_blocking=True)
         torch.cuda.synchronize()
 
-    return 2 * nbytes / 1e9 / timed(clone, repeat), nbytes / 1e9 / timed(upload, repeat)
+    gb = nbytes / 1e9
+    return {"hbm_copy_gbps": 2 * gb / timed(clone, repeat),
+            "h2d_pinned_gbps": gb / timed(functools.partial(upload, pinned), repeat),
+            "h2d_pageable_gbps": gb / timed(functools.partial(upload, torch.from_numpy(pageable)), repeat),
+            "stage_copy_1thread_gbps": gb / timed(functools.partial(np.copyto, staging, pageable), repeat),
+            "stage_copy_gbps": gb / timed(functools.partial(stage_copy, staging.reshape(-1, 4096),
+                                                             pageable.reshape(-1, 4096)), repeat)}
 
 
 def resident_seconds(be: typing.Any, spec: dict[str, typing.Any], flat: np.ndarray, repeat: int,
@@ -315,7 +329,8 @@ def bench_gpu(case: str, spec: dict[str, typing.Any], data: np.ndarray, repeat: 
         emit({"case": f"gpu_{case}", "skipped": "no CUDA device on this machine"})
         return
     gb = data.nbytes / 1e9
-    hbm, h2d = card_rates(data.nbytes, repeat)
+    rates = card_rates(data.nbytes, repeat)
+    hbm, h2d = rates["hbm_copy_gbps"], rates["h2d_pinned_gbps"]
     flat = data.reshape((-1,) + data.shape[2:])
     for name in ("torch:cuda", "cupy"):
         be = get_backend(name)
@@ -326,7 +341,7 @@ def bench_gpu(case: str, spec: dict[str, typing.Any], data: np.ndarray, repeat: 
         t_str = timed(functools.partial(reduce, spec, data, backend=be, energy_eV=energy_eV), repeat)
         emit({"case": f"gpu_{case}", "backend": repr(be), "card": torch.cuda.get_device_name(),
               "dtype": str(data.dtype), "resident_gbps": round(gb / t_res, 1), "streamed_gbps": round(gb / t_str, 1),
-              "hbm_copy_gbps": round(hbm, 1), "h2d_pinned_gbps": round(h2d, 1),
+              **{k: round(v, 1) for k, v in rates.items()},
               "x_hbm": round(gb / t_res / hbm, 2), "x_h2d": round(gb / t_str / h2d, 2)})
 
 
@@ -336,6 +351,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per case (median; default 3)")
     parser.add_argument("--no-peers", action="store_true", help="skip LiberTEM and py4DSTEM")
     parser.add_argument("--no-gpu", dest="gpu", action="store_false", help="skip the CUDA cases")
+    parser.add_argument("--gpu-only", action="store_true", help="only the CUDA cases (no CPU lines, no peers)")
     parser.add_argument("--only", choices=("4d", "eels"), help="one family of cases")
     parser.add_argument("--peer-worker", help=argparse.SUPPRESS)
     parser.add_argument("--abtem-worker", help=argparse.SUPPRESS)

@@ -491,3 +491,16 @@ def test_cli_scalarize_h5_and_emd(tmp_path: typing.Any, capsys: pytest.CaptureFi
     assert main(["scalarize", str(tmp_path / "si.emd"), "--scalarizer", "com", "--out", str(tmp_path / "x")]) == 2
     assert "no 4-D dataset" in capsys.readouterr().err
     assert main(["scalarize", str(tmp_path / "nope.h5"), "--scalarizer", "com", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_stage_copy_splits_large_copies_exactly() -> None:
+    from emedge_core.scalarize.backends import PARALLEL_COPY_BYTES, stage_copy
+
+    src = np.arange(PARALLEL_COPY_BYTES // 2 + 7 * 1024, dtype=np.uint16).reshape(-1, 1024)   # > threshold, odd rows
+    dst = np.zeros_like(src)
+    stage_copy(dst, src)
+    assert np.array_equal(dst, src)
+    small = np.ones((3, 4), np.float32)
+    out = np.zeros_like(small)
+    stage_copy(out, small)
+    assert np.array_equal(out, small)

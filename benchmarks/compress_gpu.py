@@ -56,9 +56,23 @@ def nbytes_of(encoded: typing.Any) -> int:
     return int(size)
 
 
+def import_nvcomp() -> typing.Any:
+    """``nvidia.nvcomp``, also when another ``nvidia`` package (CUDA wheels) shadows the namespace."""
+    try:
+        from nvidia import nvcomp
+    except ImportError:
+        import nvidia
+
+        extra = [os.path.join(p, "nvidia") for p in sys.path if os.path.isdir(os.path.join(p, "nvidia", "nvcomp"))]
+        nvidia.__path__ = list(nvidia.__path__) + extra
+        from nvidia import nvcomp
+    return nvcomp
+
+
 def gpu_lines(name: str, a: np.ndarray, repeat: int) -> None:
     import cupy
-    from nvidia import nvcomp
+
+    nvcomp = import_nvcomp()
 
     sync = cupy.cuda.Device().synchronize
     dev = cupy.asarray(a)
@@ -134,6 +148,7 @@ def main() -> None:
         import cupy
 
         card = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
+        emit({"nvcomp": getattr(import_nvcomp(), "__version__", "?")})
     except Exception as e:
         card = None
         emit({"skipped": f"no CUDA device for nvCOMP ({type(e).__name__}: {e})"})

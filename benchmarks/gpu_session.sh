@@ -10,10 +10,9 @@ mkdir -p "$out"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD:${PYTHONPATH:-}"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,clocks.max.mem --format=csv | tee "$out/card.txt"
 python3 -c "import torch, cupy, gpytorch, numpy; print('torch', torch.__version__, 'cupy', cupy.__version__, 'gpytorch', gpytorch.__version__, 'numpy', numpy.__version__)" | tee -a "$out/card.txt"
-# the CUDA tests (and the rest of the scalarizer and DKL tests on this machine); hdf5plugin is not
-# carried to the device, so the one test that writes a Blosc2-filtered HDF5 file is left out here
-timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_scalarize.py tests/test_dkl.py \
-    -k "not h5_and_emd" -rs 2>&1 | tail -25 | tee "$out/pytest.txt"
+# the CUDA tests: the scalarizer GPU backends, and every DKL test (DKL picks CUDA when present)
+timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_dkl.py tests/test_scalarize.py::test_gpu_backends_match_numpy_resident_and_streamed \
+    -rs 2>&1 | tail -25 | tee "$out/pytest.txt"
 timeout 240 python3 benchmarks/scalarize.py --gpu-only --repeat 5 2>&1 | tee "$out/scalarize_gpu.jsonl"
 timeout 200 python3 benchmarks/dkl_step.py --device cuda --survey 271 --peers "" --sizes 50,200,500 2>&1 \
     | tee "$out/dkl_gpu.jsonl"

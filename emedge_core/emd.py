@@ -30,6 +30,7 @@ reads back every frame up to the last flushed chunk. Sparse arrays (codec ``spar
 """
 from __future__ import annotations
 
+import collections
 import errno
 import json
 import time
@@ -113,23 +114,39 @@ class ArraySink:
         self.r, self.c = chunk_grid(self.nav_shape, self.frame_shape, self.dtype.itemsize, chunk_frames)
         nav_ndim = len(self.nav_shape) if self.nav_shape else 1
         self._chunk_nav = (1,) * (nav_ndim - 2) + (self.r, self.c) if nav_ndim >= 2 else (self.c,)
-        self.codec: typing.Any = None if codec == "auto" else (compress.get(codec) if isinstance(codec, str) else codec)
+        self._auto = codec if compress.is_auto(codec) else None
+        if self._auto is not None:
+            compress.auto_threads(self._auto)            # a bad auto spec fails now
+        self.codec: typing.Any = None if self._auto else (compress.get(codec) if isinstance(codec, str) else codec)
         if self.codec is not None:
             self.codec.check(self.dtype)
         self.group = root.create_group(name)
         self.group.attrs.update({"emd_group_type": "array", "python_class": "Array"})
         self._dims, self._units = dims, units
         self._buf = np.zeros((self.r * self.c, *self.frame_shape), self.dtype)
+        self._spare: list[np.ndarray] = []    # chunk buffers handed back by the encoder
         self._k = 0                       # frames in the buffer
         self._runs = chunk_runs(self.nav_shape, self.c, self.r) if self.nav_shape else None
         self._run_len = self._next_run_len()
         self.frames_written, self.raw_bytes, self.seconds, self._n_chunks = 0, 0, 0.0, 0
         self._vmax = -np.inf
         self._ds: dict[str, h5py.Dataset] = {}
+        self._pool: typing.Any = None
+        self._frames_attr: typing.Any = None
+        self._crcs = np.zeros(4096, np.uint32)    # the checksums' current HDF5 chunk
+        self._one: typing.Any = None              # the codec on one thread (pool workers)
 
     @property
     def total(self) -> typing.Optional[int]:
         return None if self.nav_shape is None else int(np.prod(self.nav_shape, dtype=np.int64))
+
+    @property
+    def threads(self) -> int:
+        """Chunks encoded at once: the codec's ``threads`` (blosc2 / zstd), else 1."""
+        if self.codec is None:
+            n = compress.auto_threads(self._auto)
+            return 2 if n is None else n          # the candidates' default (blosc2 threads=2)
+        return max(1, int(getattr(self.codec, "threads", 1)))
 
     def _next_run_len(self) -> int:
         if self._runs is None:
@@ -138,7 +155,11 @@ class ArraySink:
         return 0 if run is None else run[2]
 
     def append(self, frames: np.ndarray) -> None:
-        """Add frames (k, *frame_shape), or one frame (*frame_shape), in scan order."""
+        """Add frames (k, *frame_shape), or one frame (*frame_shape), in scan order.
+
+        Every chunk these frames complete is encoded (up to ``2 * threads`` at once on ``threads``
+        threads), written and flushed in order before this returns; the frames of an incomplete
+        chunk wait in a buffer."""
         a = np.asarray(frames)
         if a.shape == self.frame_shape:         # one frame
             a = a[None]
@@ -148,56 +169,111 @@ class ArraySink:
             raise EmedgeError(f"{self.name}: frames have dtype {a.dtype}, the array was opened for {self.dtype}")
         if self.total is not None and self.frames_written + self._k + len(a) > self.total:
             raise EmedgeError(f"{self.name}: more frames than the scan shape {self.nav_shape} holds")
-        i = 0
-        while i < len(a):
-            n = self._run_len
-            if self._k == 0 and n == len(self._buf) and len(a) - i >= n:
-                self._flush_chunk(a[i:i + n])         # a whole chunk: encoded straight from the input
-                i += n
-                continue
-            take = min(self._run_len - self._k, len(a) - i)
-            self._buf[self._k:self._k + take] = a[i:i + take]
-            self._k += take
-            i += take
-            if self._k == self._run_len:
-                self._flush_chunk(self._buf[:self._k])
+        t0 = time.perf_counter()
+        inflight: collections.deque[tuple[np.ndarray, int, bool, typing.Any]] = collections.deque()
+        try:
+            i = 0
+            while i < len(a):
+                n = self._run_len
+                if self._k == 0 and n == len(self._buf) and len(a) - i >= n:
+                    job = (a[i:i + n], n, False)        # a whole chunk: encoded straight from the input
+                    i += n
+                else:
+                    take = min(n - self._k, len(a) - i)
+                    self._buf[self._k:self._k + take] = a[i:i + take]
+                    self._k += take
+                    i += take
+                    if self._k < n:
+                        continue
+                    job = (self._buf, self._k, True)
+                    self._buf = self._spare.pop() if self._spare else np.empty_like(self._buf)
+                    self._k = 0
+                self._run_len = self._next_run_len()
+                self._submit(job, inflight)
+                while len(inflight) > 2 * self.threads:   # bounded memory: the oldest chunk goes to disk
+                    self._commit(*inflight.popleft())
+            while inflight:
+                self._commit(*inflight.popleft())
+        finally:
+            self.seconds += time.perf_counter() - t0
 
-    def _flush_chunk(self, block: np.ndarray) -> None:
-        """Encode, write and flush ``block`` (k <= c frames; the buffer pads a short run with zeros)."""
-        k, t0 = len(block), time.perf_counter()
-        crc = checksum(block)
-        if k < len(self._buf):
-            self._buf[k:] = 0
-            block = self._buf
-        nav_ndim = len(self.nav_shape) if self.nav_shape else 1
-        chunk = np.ascontiguousarray(block).reshape(self._chunk_nav + self.frame_shape)
-        if self.codec is None:
-            self.codec = compress.get("auto", sample=[chunk], axis=nav_ndim - 1)
+    def _submit(self, job: tuple[np.ndarray, int, bool], inflight: typing.Any) -> None:
+        """Queue one chunk: encoded now on the pool (threads > 1), or when committed (threads = 1)."""
+        block, k, owned = job
+        if k < len(block):
+            block[k:] = 0                   # a short run (edge of the scan, end of a series) is zero-padded
+        payload: typing.Optional[bytes] = None
+        if self.codec is None:              # auto: choose on the first chunk, keep the winner's bytes for it
+            from emedge_core.compress.auto import pick
+
+            nav_ndim = len(self.nav_shape) if self.nav_shape else 1
+            chunk = np.ascontiguousarray(block).reshape(self._chunk_nav + self.frame_shape)
+            choice = pick([chunk], nav_ndim - 1, threads=compress.auto_threads(self._auto),
+                          pool=self._executor() if self.threads > 1 else None)
+            self.codec = choice.codec
+            payload = choice.payloads[0] if choice.payloads else None
         if not self._ds:
             self._create()
+        if self.threads > 1 and self.codec.kind != "sparse":
+            if self._one is None:
+                self._one = self.codec.with_threads(1)     # chunks in parallel, each on one thread
+            inflight.append((block, k, owned, self._executor().submit(self._encode, self._one, block, k, payload)))
+        else:
+            inflight.append((block, k, owned, payload))
+
+    def _encode(self, codec: typing.Any, block: np.ndarray, k: int,
+                payload: typing.Optional[bytes]) -> tuple[int, typing.Optional[bytes], float]:
+        """(CRC-32 of the k frames, the chunk's bytes (None for sparse), their max for lossy bounds).
+        Runs on the pool's threads: NumPy, zlib and Blosc2 drop the GIL on chunk-sized work."""
+        crc = checksum(block[:k])
+        vmax = float(block[:k].max()) if k and self._lossy_transform else -np.inf
+        if payload is None and codec.kind != "sparse":
+            chunk = np.ascontiguousarray(block).reshape(self._chunk_nav + self.frame_shape)
+            payload = codec.encode_chunk(chunk, axis=(len(self.nav_shape) if self.nav_shape else 1) - 1)
+        return crc, payload, vmax
+
+    @property
+    def _lossy_transform(self) -> bool:
+        transform = getattr(self.codec, "transform", None)
+        return transform is not None and not transform.lossless
+
+    def _commit(self, block: np.ndarray, k: int, owned: bool, pending: typing.Any) -> None:
+        """Write one chunk (``pending``: its encoding future, or its bytes / None to encode now), its
+        checksum and ``frames_written``, then flush the file."""
+        if hasattr(pending, "result"):
+            crc, payload, vmax = pending.result()
+        else:
+            crc, payload, vmax = self._encode(self.codec, block, k, pending)
         if self.codec.kind == "sparse":
             self._write_sparse(block[:k], k)
         else:
-            self._write_dense(chunk, nav_ndim, k)
-        ck = self._ds["checksums"]
-        if self._n_chunks == ck.shape[0]:          # grown in steps; frames_written says which entries count
-            ck.resize((ck.shape[0] + 4096,))
-        ck[self._n_chunks] = crc
+            self._write_dense(payload, k)
+        n, step = self._n_chunks, len(self._crcs)
+        if n % step == 0:                          # grown in steps; frames_written says which entries count
+            self._ds["checksums"].resize((n + step,))
+            self._crcs[:] = 0
+        self._crcs[n % step] = crc                 # the whole (uncompressed) chunk of CRCs, as HDF5 stores it
+        self._ds["checksums"].id.write_direct_chunk((n - n % step,), self._crcs)
         self._n_chunks += 1
-        if getattr(self.codec, "transform", None) is not None and not self.codec.transform.lossless and k:
-            self._vmax = max(self._vmax, float(block[:k].max()))       # the stated bound grows with the largest value
+        if self._lossy_transform and k:
+            self._vmax = max(self._vmax, vmax)       # the stated bound grows with the largest value
             self.group.attrs["emedge_error_bound"] = json.dumps(self.codec.error_bound(np.array([self._vmax])),
                                                                 default=float)
         self.frames_written += k
-        self._ds["data"].attrs["frames_written"] = self.frames_written
+        self._frames_attr.write(np.array(self.frames_written, np.int64))
         self.group.file.flush()
         self.raw_bytes += k * self._buf[0].nbytes
-        self.seconds += time.perf_counter() - t0
-        self._k = 0
-        self._run_len = self._next_run_len()
+        if owned and len(self._spare) < 2:
+            self._spare.append(block)
 
-    def _write_dense(self, chunk: np.ndarray, nav_ndim: int, k: int) -> None:
-        payload = self.codec.encode_chunk(chunk, axis=nav_ndim - 1)
+    def _executor(self) -> typing.Any:
+        if self._pool is None:
+            import concurrent.futures
+
+            self._pool = concurrent.futures.ThreadPoolExecutor(self.threads, thread_name_prefix="emedge-encode")
+        return self._pool
+
+    def _write_dense(self, payload: bytes, k: int) -> None:
         d = self._ds["data"]
         if self.nav_shape is None:
             offset = (self.frames_written,) + (0,) * len(self.frame_shape)
@@ -244,9 +320,10 @@ class ArraySink:
             d.attrs["frames_written"] = 0
             self._ds["data"] = d
             self._write_dims(nav + self.frame_shape)
-        ck = g.create_dataset("checksums", shape=(0,), maxshape=(None,), dtype=np.uint32, chunks=(4096,))
+        ck = g.create_dataset("checksums", shape=(0,), maxshape=(None,), dtype=np.uint32, chunks=(len(self._crcs),))
         ck.attrs["algorithm"] = CHECKSUM_ALGORITHM
         self._ds["checksums"] = ck
+        self._frames_attr = h5py.h5a.open(self._ds["data"].id, b"frames_written")   # rewritten per chunk
 
     def _write_dims(self, shape: tuple[int, ...]) -> None:
         dims = list(self._dims or [])
@@ -258,7 +335,14 @@ class ArraySink:
     def close(self) -> dict[str, typing.Any]:
         """Flush a partial last chunk (growing series) and return the array's statistics."""
         if self._k:
-            self._flush_chunk(self._buf[:self._k])
+            t0, inflight = time.perf_counter(), collections.deque()
+            self._submit((self._buf, self._k, True), inflight)
+            self._commit(*inflight.popleft())
+            self._k = 0
+            self.seconds += time.perf_counter() - t0
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
         if self.codec is None:           # nothing was ever written
             self.codec = compress.get("blosc2")
         if not self._ds:
@@ -324,7 +408,7 @@ class StreamWriter:
                  chunk_frames: typing.Optional[int] = None, provenance: typing.Optional[dict[str, typing.Any]] = None,
                  root: str = "data", dims: typing.Optional[typing.Sequence[Dim]] = None, units: str = "") -> None:
         self.path = path
-        if codec != "auto":          # a codec that cannot store dtype fails before any file is touched
+        if not compress.is_auto(codec):      # a codec that cannot store dtype fails before any file is touched
             codec = compress.get(codec) if isinstance(codec, str) else codec
             codec.check(np.dtype(dtype))
         self.file, self.root = _create_file(path, root, provenance)
@@ -400,10 +484,7 @@ def _write_one(root: h5py.Group, name: str, a: np.ndarray, codec: typing.Any, si
     sig = min(sig, a.ndim - 1)          # a single frame is stored as its rows (shape kept)
     nav, frame = a.shape[:a.ndim - sig], a.shape[a.ndim - sig:]
     sink = ArraySink(root, name, frame, a.dtype, nav, codec, None, dims, units)
-    flat = a.reshape((-1, *frame))
-    step = max(1, sink.c * 16)
-    for i in range(0, len(flat), step):
-        sink.append(flat[i:i + step])
+    sink.append(a.reshape((-1, *frame)))        # whole chunks are encoded from ``a`` itself (no copy)
     return sink.close()
 
 

@@ -5,7 +5,8 @@
     blob = codec.encode(frames); frames == codec.decode(blob)
     codec.h5_filter()                            # kwargs for h5py create_dataset (hdf5plugin filter)
 
-``get("auto", sample=...)`` picks per data set (:mod:`.auto`). Files: :mod:`emedge_core.emd`.
+``get("auto", sample=...)`` picks per data set (:mod:`.auto`); ``auto:threads=N`` sets the
+thread count of the chosen codec. Files: :mod:`emedge_core.emd`.
 """
 from __future__ import annotations
 
@@ -17,17 +18,33 @@ from emedge_core import EmedgeError
 from emedge_core.compress.codec import Codec, parse
 from emedge_core.compress.sparse import SparseEvents
 
-__all__ = ["Codec", "SparseEvents", "get", "decode"]
+__all__ = ["Codec", "SparseEvents", "get", "decode", "is_auto", "auto_threads"]
+
+
+def is_auto(spec: typing.Any) -> bool:
+    """True for ``"auto"`` and ``"auto:threads=N"``."""
+    return isinstance(spec, str) and spec.partition(":")[0] == "auto"
+
+
+def auto_threads(spec: str) -> typing.Optional[int]:
+    """The ``threads`` of an ``auto[:threads=N]`` spec (None when not given); other keys are errors."""
+    from emedge_core.compress.codec import parse_params
+
+    params = parse_params(spec.partition(":")[2])
+    if set(params) - {"threads"} or int(params.get("threads", 1)) < 1:
+        raise EmedgeError(f"codec {spec!r}: auto takes only threads=N (N >= 1)")
+    return int(params["threads"]) if "threads" in params else None
 
 
 def get(spec: str, sample: typing.Optional[typing.Sequence[np.ndarray]] = None, axis: int = 0) -> typing.Any:
     """The codec named by ``spec``; ``"auto"`` needs ``sample`` (chunks as they will be stored)."""
-    if spec == "auto":
+    if is_auto(spec):
+        threads = auto_threads(spec)
         if not sample:
             raise EmedgeError("codec 'auto' needs a sample of the data")
         from emedge_core.compress.auto import choose
 
-        return choose(sample, axis)[0]
+        return choose(sample, axis, threads=threads)[0]
     return parse(spec)
 
 

@@ -57,6 +57,15 @@ class Codec:
     def h5_filter(self) -> dict[str, typing.Any]:
         return self.stage.h5_filter()
 
+    @property
+    def threads(self) -> int:
+        """Threads the entropy stage may use (the ``threads`` parameter of blosc2 / zstd; else 1)."""
+        return self.stage.threads
+
+    def with_threads(self, n: int) -> "Codec":
+        """This codec with its stage on ``n`` threads; the bytes it writes do not change."""
+        return dataclasses.replace(self, stage=self.stage.with_threads(n))
+
     def forward(self, chunk: np.ndarray, axis: int) -> np.ndarray:
         """The values HDF5 stores for ``chunk`` (after prediction / quantisation)."""
         return chunk if self.transform is None else self.transform.forward(chunk, axis)

@@ -403,11 +403,12 @@ def test_a_device_error_mid_stream_falls_back_to_numpy_once(monkeypatch: pytest.
     class FlakyGPU(backends_mod.TorchBackend):
         calls = 0
 
-        def load(self, raw: typing.Any, weights: typing.Any, want_max: bool) -> backends_mod.Chunk:
+        def load(self, raw: typing.Any, weights: typing.Any, want_max: bool,
+                 keep_frames: bool = True) -> backends_mod.Chunk:
             FlakyGPU.calls += 1
             if FlakyGPU.calls == 2:
                 raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-            return super().load(raw, weights, want_max)
+            return super().load(raw, weights, want_max, keep_frames)
 
         def is_device_error(self, exc: BaseException) -> bool:
             return isinstance(exc, torch.OutOfMemoryError)
@@ -426,17 +427,41 @@ def test_a_device_error_mid_stream_falls_back_to_numpy_once(monkeypatch: pytest.
 GPU_REASON = "needs a CUDA device (torch.cuda.is_available() is False on this machine)"
 
 
+def check_matches_numpy(backend: str) -> None:
+    """``backend`` gives NumPy's values and reason codes, streamed in several chunks, from pageable
+    and page-locked host memory, for integer and float frames, projections-only and whole-frame reductions."""
+    rng = np.random.default_rng(11)
+    cube = rng.poisson(3, (16, 12, 32, 32)).astype(np.uint16)
+    cube[3, 4] = 0                               # an empty frame: screened through the raw uint16 rows
+    cube[5, 6, 0, 0] = np.iinfo(np.uint16).max   # a saturated one: the shared pass's maxima
+    e = energy_axis(200)
+    spectra = (gaussians(rng.uniform(5, 30, 16 * 12), e) + rng.poisson(2, (16 * 12, 200))).reshape(16, 12, 200)
+    spectra[2, 2] = 0
+    be = get_backend(backend)
+    cases = [("com", cube, {}), ({"name": "virtual_bf", "outer": 6.0}, cube, {}), ("com", cube.astype(np.float32), {}),
+             ("eels_band_ratio", spectra.astype(np.float32), {"energy_eV": e}),
+             ("eels_peak_energy", spectra.astype(np.uint16), {"energy_eV": e})]
+    for spec, data, kwargs in cases:
+        want = reduce(spec, data, backend="numpy", **kwargs)
+        pinned = be.host_buffer(data.shape, data.dtype)
+        pinned[...] = data
+        for source in (data, pinned):
+            got = reduce(spec, source, backend=be, chunk_bytes=4 * 12 * int(np.prod(data.shape[2:])) * 4, **kwargs)
+            assert got.backend.startswith(backend.split(":")[0])
+            np.testing.assert_array_equal(got.reason, want.reason)
+            np.testing.assert_allclose(got.values, want.values, rtol=1e-5, atol=1e-6, equal_nan=True)
+
+
+def test_torch_cpu_matches_numpy_streamed() -> None:
+    check_matches_numpy("torch:cpu")
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason=GPU_REASON)
 @pytest.mark.parametrize("backend", ["torch:cuda", "cupy"])
 def test_gpu_backends_match_numpy_resident_and_streamed(backend: str) -> None:
     if backend == "cupy":
         pytest.importorskip("cupy", reason="cupy is not installed (pip install .[gpu])")
-    rng = np.random.default_rng(11)
-    cube = rng.poisson(3, (16, 12, 32, 32)).astype(np.uint16)
-    want = reduce("com", cube, backend="numpy")
-    got = reduce("com", cube, backend=backend, chunk_bytes=4 * 12 * 32 * 32 * 4)   # several overlapped chunks
-    assert got.backend.startswith(backend.split(":")[0])
-    np.testing.assert_allclose(got.values, want.values, rtol=1e-5, atol=1e-6)
+    check_matches_numpy(backend)
 
 
 # -- experiment loop and CLI -----------------------------------------------------------------
@@ -504,3 +529,14 @@ def test_stage_copy_splits_large_copies_exactly() -> None:
     out = np.zeros_like(small)
     stage_copy(out, small)
     assert np.array_equal(out, small)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a CUDA machine auto picks the GPU")
+def test_auto_backend_without_a_gpu_follows_the_dtype(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EMEDGE_BACKEND", raising=False)
+    assert repr(get_backend("auto", np.float32)) == "torch:cpu"
+    assert repr(get_backend("auto", np.uint16)) == "numpy"
+    assert repr(get_backend("auto")) == "numpy"
+    frames = np.ones((4, 8, 8), np.float32)
+    assert reduce("com", frames).backend == "torch:cpu"
+    assert reduce("com", frames.astype(np.uint16)).backend == "numpy"

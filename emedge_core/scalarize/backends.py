@@ -11,12 +11,15 @@ its projection non-finite (0 * NaN is NaN) and an all-zero frame makes it zero,
 so it screens the frames for bad ones at no extra cost.
 
 On NumPy the pass is tiled so each tile (512 KiB) is cast, maxed and multiplied
-while it sits in the core's cache: one read of the data from memory. Tiles stay
-small enough that OpenBLAS runs them on one thread, which holds up on a busy machine.
+while it sits in the core's cache: one read of the data from memory. The executor
+runs chunks on threads with BLAS held to one thread each (``threadpoolctl``), which
+scales where a k-row GEMM split over BLAS threads does not.
 On CUDA the chunk goes through pinned host memory on a copy stream, so the
-transfer of chunk i+1 overlaps the compute on chunk i (:meth:`Backend.uploads`).
+transfer of chunk i+1 overlaps the compute on chunk i (:meth:`Backend.uploads`), and the
+shared pass is one fused kernel that reads each frame once (:mod:`.cuda_kernels`).
 
-``get_backend("auto")`` picks CuPy, then PyTorch on CUDA, then NumPy; a name
+``get_backend("auto")`` picks CuPy, then PyTorch on CUDA, then (float32 frames) PyTorch on
+the CPU, then NumPy; a name
 (``numpy``, ``torch``, ``torch:cpu``, ``torch:cuda:1``, ``cupy``) or the
 ``EMEDGE_BACKEND`` environment variable overrides it. A GPU backend that cannot
 start falls back to NumPy with one warning.
@@ -108,33 +111,112 @@ class Backend:
         """True for errors of the device itself (out of memory, driver): fall back to the CPU."""
         return False
 
+    def host_buffer(self, shape: tuple[int, ...], dtype: typing.Any) -> np.ndarray:
+        """A host array for an acquisition to write frames into; on CUDA it is page-locked, and
+        chunks in it go to the card without the staging copy."""
+        return np.empty(shape, dtype)
+
     # -- the shared pass ----------------------------------------------------------
-    def load(self, raw: typing.Any, weights: typing.Any, want_max: bool) -> Chunk:
+    def load(self, raw: typing.Any, weights: typing.Any, want_max: bool, keep_frames: bool = True) -> Chunk:
         """Frames ``raw`` (n, *sig) of any real dtype -> :class:`Chunk`.
 
         weights: (k, P) float32 device array, row 0 >= 0 (P = pixels per frame), or None
-        for the frame totals alone.
+        for the frame totals alone. keep_frames: False when the reduction reads only the
+        projections; ``Chunk.data`` is then the raw frames (any dtype), not a float32 copy.
         """
         n = raw.shape[0]
         p = int(np.prod(raw.shape[1:]))
         src = np.ascontiguousarray(raw).reshape(n, p)
-        data = src if src.dtype == np.float32 else np.empty((n, p), np.float32)
+        step = max(1, TILE_BYTES // (4 * p))
+        cast = src.dtype != np.float32
+        data = np.empty((n, p), np.float32) if cast and keep_frames else src
+        scratch = np.empty((min(step, n), p), np.float32) if cast and not keep_frames else None
         proj = np.empty((1 if weights is None else weights.shape[0], n), np.float32)
         maxv = np.empty(n, np.float32) if want_max else None
         if weights is None:          # the totals as a GEMM too: faster than np.sum(axis=1) here
             weights = np.ones((1, p), np.float32)
-        step = max(1, TILE_BYTES // (4 * p))
         for i in range(0, n, step):
             tile = slice(i, min(i + step, n))
-            if data is not src:
-                np.copyto(data[tile], src[tile], casting="unsafe")
+            if scratch is not None:               # cast into a cache-resident tile, written nowhere else
+                frames = scratch[:tile.stop - tile.start]
+                np.copyto(frames, src[tile], casting="unsafe")
+            else:
+                frames = data[tile]
+                if cast:
+                    np.copyto(frames, src[tile], casting="unsafe")
             if maxv is not None:                  # on the float32 tile: faster than on uint16
-                np.max(data[tile], axis=1, out=maxv[tile])
-            np.matmul(weights, data[tile].T, out=proj[:, tile])
+                np.max(frames, axis=1, out=maxv[tile])
+            for r in range(weights.shape[0]):     # k matrix-vector products: faster than one k-row GEMM
+                np.dot(frames, weights[r], out=proj[r, tile])
         return Chunk(data.reshape(raw.shape), proj, maxv)
 
 
-class TorchBackend(Backend):
+class _CudaBackend(Backend):
+    """What CuPy and PyTorch on CUDA share: the overlapped upload pipeline.
+
+    Host chunks are copied into page-locked staging buffers (kept for the backend's life, two
+    in turn; the copy split over threads by :func:`stage_copy`) and sent on a copy stream, so
+    chunk i+1 travels while chunk i is reduced. A chunk already in page-locked memory (e.g. a
+    :meth:`host_buffer`) is sent as it is.
+    """
+
+    def __init__(self) -> None:
+        self._staging: list[typing.Any] = [None, None]   # (owner, uint8 numpy view) per slot
+        self._copy_stream: typing.Any = None
+
+    def host_buffer(self, shape: tuple[int, ...], dtype: typing.Any) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        _, view = self._pinned(max(nbytes, 1))     # the view's base keeps the pinned memory alive
+        return view[:nbytes].view(dtype).reshape(shape)
+
+    # backend-specific steps
+    def _pinned(self, nbytes: int) -> tuple[typing.Any, np.ndarray]:
+        """(owner object, uint8 NumPy view) of ``nbytes`` of page-locked host memory."""
+        raise NotImplementedError
+
+    def _is_pinned(self, host: np.ndarray) -> bool:
+        raise NotImplementedError
+
+    def _new_copy_stream(self) -> typing.Any:
+        raise NotImplementedError
+
+    def _send(self, staged: np.ndarray, stream: typing.Any) -> tuple[typing.Any, typing.Any]:
+        """Start the copy of ``staged`` on ``stream``: (device array, event recorded after it)."""
+        raise NotImplementedError
+
+    def _ready(self, dev: typing.Any, event: typing.Any) -> typing.Any:
+        """Make the compute stream wait for ``event``; the device array, safe to use there."""
+        raise NotImplementedError
+
+    def uploads(self, chunks: typing.Iterable[np.ndarray]) -> typing.Iterator[tuple[np.ndarray, typing.Any]]:
+        if self._copy_stream is None:
+            self._copy_stream = self._new_copy_stream()
+        self._copy_stream.synchronize()          # a buffer from an earlier, interrupted stream may be in flight
+        done: list[typing.Any] = [None, None]
+        pending: typing.Optional[tuple[np.ndarray, typing.Any, typing.Any]] = None
+        for i, host in enumerate(chunks):
+            slot = i % 2
+            host = np.ascontiguousarray(host)
+            if done[slot] is not None:
+                done[slot].synchronize()
+            if self._is_pinned(host):
+                staged = host
+            else:
+                if self._staging[slot] is None or self._staging[slot][1].nbytes < host.nbytes:
+                    self._staging[slot] = None
+                    self._staging[slot] = self._pinned(host.nbytes)
+                staged = self._staging[slot][1][:host.nbytes].view(host.dtype).reshape(host.shape)
+                stage_copy(staged, host)
+            dev, done[slot] = self._send(staged, self._copy_stream)
+            if pending is not None:
+                yield pending[0], self._ready(pending[1], pending[2])
+            pending = (host, dev, done[slot])
+        if pending is not None:
+            yield pending[0], self._ready(pending[1], pending[2])
+
+
+class TorchBackend(_CudaBackend):
     """PyTorch on ``device`` ("cpu" or "cuda[:i]")."""
 
     name = "torch"
@@ -143,6 +225,7 @@ class TorchBackend(Backend):
         import array_api_compat.torch as xp
         import torch
 
+        super().__init__()
         self.torch = torch
         self.xp = xp
         self.device = device
@@ -155,40 +238,42 @@ class TorchBackend(Backend):
     def to_numpy(self, x: typing.Any) -> np.ndarray:
         return x.detach().cpu().numpy() if isinstance(x, self.torch.Tensor) else np.asarray(x)
 
+    def host_buffer(self, shape: tuple[int, ...], dtype: typing.Any) -> np.ndarray:
+        return super().host_buffer(shape, dtype) if self.device.startswith("cuda") else np.empty(shape, dtype)
+
     def uploads(self, chunks: typing.Iterable[np.ndarray]) -> typing.Iterator[tuple[np.ndarray, typing.Any]]:
-        torch = self.torch
         if not self.device.startswith("cuda"):
             for host in chunks:
-                yield host, torch.as_tensor(np.ascontiguousarray(host))
+                yield host, self.torch.as_tensor(np.ascontiguousarray(host))
             return
-        copy_stream = torch.cuda.Stream(device=self.device)
-        ring: list[typing.Any] = [None, None]     # pinned staging buffers, reused in turn
-        done: list[typing.Any] = [None, None]     # copy-finished events guarding them
-        pending: typing.Optional[tuple[np.ndarray, typing.Any, typing.Any]] = None
-        for i, host in enumerate(chunks):
-            slot = i % 2
-            host = np.ascontiguousarray(host)
-            if done[slot] is not None:
-                done[slot].synchronize()
-            if ring[slot] is None or ring[slot].shape != host.shape or ring[slot].numpy().dtype != host.dtype:
-                ring[slot] = torch.empty(host.shape, dtype=torch.from_numpy(host[:0]).dtype, pin_memory=True)
-            stage_copy(ring[slot].numpy(), host)
-            with torch.cuda.stream(copy_stream):
-                dev = ring[slot].to(self.device, non_blocking=True)
-                done[slot] = torch.cuda.Event()
-                done[slot].record(copy_stream)
-            if pending is not None:
-                yield self._ready(pending)
-            pending = (host, dev, done[slot])
-        if pending is not None:
-            yield self._ready(pending)
+        yield from super().uploads(chunks)
 
-    def _ready(self, pending: tuple[np.ndarray, typing.Any, typing.Any]) -> tuple[np.ndarray, typing.Any]:
-        host, dev, event = pending
+    def _pinned(self, nbytes: int) -> tuple[typing.Any, np.ndarray]:
+        t = self.torch.empty(nbytes, dtype=self.torch.uint8, pin_memory=True)
+        return t, t.numpy()
+
+    def _is_pinned(self, host: np.ndarray) -> bool:
+        try:
+            return bool(self.torch.from_numpy(host).is_pinned())
+        except (TypeError, ValueError, RuntimeError):     # read-only or odd arrays: stage them
+            return False
+
+    def _new_copy_stream(self) -> typing.Any:
+        return self.torch.cuda.Stream(device=self.device)
+
+    def _send(self, staged: np.ndarray, stream: typing.Any) -> tuple[typing.Any, typing.Any]:
+        torch = self.torch
+        with torch.cuda.stream(stream):
+            dev = torch.from_numpy(staged).to(self.device, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record(stream)
+        return dev, event
+
+    def _ready(self, dev: typing.Any, event: typing.Any) -> typing.Any:
         current = self.torch.cuda.current_stream(self.device)
         current.wait_event(event)
         dev.record_stream(current)
-        return host, dev
+        return dev
 
     def is_device_error(self, exc: BaseException) -> bool:
         words = ("CUDA", "cuDNN", "cuBLAS", "device-side")
@@ -196,9 +281,28 @@ class TorchBackend(Backend):
             isinstance(exc, self.torch.OutOfMemoryError)
             or (isinstance(exc, RuntimeError) and any(w in str(exc) for w in words)))
 
-    def load(self, raw: typing.Any, weights: typing.Any, want_max: bool) -> Chunk:
+    def _fused(self, flat: typing.Any, weights: typing.Any) -> typing.Optional[tuple[typing.Any, typing.Any]]:
+        """The one-read CUDA kernel through CuPy (zero-copy DLPack, on PyTorch's current stream)."""
+        if not self.device.startswith("cuda") or not _cuda_devices()["cupy"]:
+            return None
+        import cupy
+
+        from emedge_core.scalarize import cuda_kernels
+
+        torch = self.torch
+        with cupy.cuda.ExternalStream(torch.cuda.current_stream(self.device).cuda_stream):
+            out = cuda_kernels.project_max(cupy.from_dlpack(flat),
+                                           None if weights is None else cupy.from_dlpack(weights))
+        return None if out is None else (torch.from_dlpack(out[0]), torch.from_dlpack(out[1]))
+
+    def load(self, raw: typing.Any, weights: typing.Any, want_max: bool, keep_frames: bool = True) -> Chunk:
         torch = self.torch
         x = torch.as_tensor(raw, device=self.device)
+        flat = x.reshape(x.shape[0], -1)
+        fused = self._fused(flat, weights)
+        if fused is not None:
+            data = x.to(torch.float32) if keep_frames and x.dtype != torch.float32 else x
+            return Chunk(data, fused[0], fused[1] if want_max else None)
         data = x if x.dtype == torch.float32 else x.to(torch.float32)
         flat = data.reshape(data.shape[0], -1)
         proj = flat.sum(dim=1)[None] if weights is None else weights @ flat.T
@@ -206,7 +310,7 @@ class TorchBackend(Backend):
         return Chunk(data, proj, maxv)
 
 
-class CupyBackend(Backend):
+class CupyBackend(_CudaBackend):
     """CuPy on the current CUDA device (or ``cuda:i``)."""
 
     name = "cupy"
@@ -215,6 +319,7 @@ class CupyBackend(Backend):
         import array_api_compat.cupy as xp
         import cupy
 
+        super().__init__()
         self.cupy = cupy
         self.xp = xp
         self.device = device
@@ -227,45 +332,47 @@ class CupyBackend(Backend):
     def to_numpy(self, x: typing.Any) -> np.ndarray:
         return self.cupy.asnumpy(x)
 
-    def uploads(self, chunks: typing.Iterable[np.ndarray]) -> typing.Iterator[tuple[np.ndarray, typing.Any]]:
+    def _pinned(self, nbytes: int) -> tuple[typing.Any, np.ndarray]:
         import cupyx
 
-        cupy = self.cupy
-        copy_stream = cupy.cuda.Stream(non_blocking=True)
-        ring: list[typing.Any] = [None, None]
-        done: list[typing.Any] = [None, None]
-        pending: typing.Optional[tuple[np.ndarray, typing.Any, typing.Any]] = None
-        for i, host in enumerate(chunks):
-            slot = i % 2
-            host = np.ascontiguousarray(host)
-            if done[slot] is not None:
-                done[slot].synchronize()
-            if ring[slot] is None or ring[slot].shape != host.shape or ring[slot].dtype != host.dtype:
-                ring[slot] = cupyx.empty_pinned(host.shape, host.dtype)
-            stage_copy(ring[slot], host)
-            with copy_stream:
-                dev = cupy.empty(host.shape, host.dtype)
-                dev.set(ring[slot], stream=copy_stream)
-                done[slot] = copy_stream.record()
-            if pending is not None:
-                yield self._ready(pending)
-            pending = (host, dev, done[slot])
-        if pending is not None:
-            yield self._ready(pending)
+        view = cupyx.empty_pinned((nbytes,), np.uint8)
+        return view, view
 
-    def _ready(self, pending: tuple[np.ndarray, typing.Any, typing.Any]) -> tuple[np.ndarray, typing.Any]:
-        host, dev, event = pending
+    def _is_pinned(self, host: np.ndarray) -> bool:
+        try:
+            attrs = self.cupy.cuda.runtime.pointerGetAttributes(host.ctypes.data)
+        except Exception:  # unregistered memory raises on some CUDA versions
+            return False
+        return int(getattr(attrs, "type", 0)) == 1       # cudaMemoryTypeHost
+
+    def _new_copy_stream(self) -> typing.Any:
+        return self.cupy.cuda.Stream(non_blocking=True)
+
+    def _send(self, staged: np.ndarray, stream: typing.Any) -> tuple[typing.Any, typing.Any]:
+        with stream:
+            dev = self.cupy.empty(staged.shape, staged.dtype)
+            dev.set(staged, stream=stream)
+            event = stream.record()
+        return dev, event
+
+    def _ready(self, dev: typing.Any, event: typing.Any) -> typing.Any:
         self.cupy.cuda.get_current_stream().wait_event(event)
-        return host, dev
+        return dev
 
     def is_device_error(self, exc: BaseException) -> bool:
         cuda = self.cupy.cuda
         return isinstance(exc, (cuda.memory.OutOfMemoryError, cuda.runtime.CUDARuntimeError,
                                 cuda.driver.CUDADriverError))
 
-    def load(self, raw: typing.Any, weights: typing.Any, want_max: bool) -> Chunk:
+    def load(self, raw: typing.Any, weights: typing.Any, want_max: bool, keep_frames: bool = True) -> Chunk:
+        from emedge_core.scalarize import cuda_kernels
+
         cupy = self.cupy
         x = cupy.asarray(raw)
+        fused = cuda_kernels.project_max(x.reshape(x.shape[0], -1), weights)
+        if fused is not None:
+            data = x.astype(cupy.float32) if keep_frames and x.dtype != cupy.float32 else x
+            return Chunk(data, fused[0], fused[1] if want_max else None)
         data = x if x.dtype == cupy.float32 else x.astype(cupy.float32)
         flat = data.reshape(data.shape[0], -1)
         proj = flat.sum(axis=1)[None] if weights is None else weights @ flat.T
@@ -274,6 +381,15 @@ class CupyBackend(Backend):
 
 
 _warned: set[str] = set()
+
+
+@functools.lru_cache(maxsize=1)
+def _has_torch() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def warn_once(message: str) -> None:
@@ -301,9 +417,13 @@ def _cuda_devices() -> dict[str, bool]:
     return found
 
 
-def get_backend(name: typing.Optional[str] = "auto") -> Backend:
+def get_backend(name: typing.Optional[str] = "auto", dtype: typing.Any = None) -> Backend:
     """A backend by name: ``auto`` (default; ``$EMEDGE_BACKEND`` when set), ``numpy``, ``torch``
     (CUDA when available, else CPU), ``torch:cpu``, ``torch:cuda[:i]``, ``cupy``, ``cupy:cuda:i``.
+
+    Without a GPU, ``auto`` takes PyTorch on the CPU for float32 frames (``dtype``; its
+    reductions ran about 1.5-2x NumPy's there in ``benchmarks/scalarize.py``) and NumPy otherwise
+    (integer frames: NumPy's tiled cast was the faster).
 
     A GPU backend that cannot start (not installed, no device, driver error) gives NumPy and
     one warning; an unknown name raises :class:`~emedge_core.EmedgeError`.
@@ -314,6 +434,8 @@ def get_backend(name: typing.Optional[str] = "auto") -> Backend:
     if name == "auto":
         cuda = _cuda_devices()
         name = "cupy" if cuda["cupy"] else "torch:cuda" if cuda["torch"] else "numpy"
+        if name == "numpy" and dtype is not None and np.dtype(dtype) == np.float32 and _has_torch():
+            name = "torch:cpu"
     kind, _, device = name.partition(":")
     if kind == "numpy":
         return Backend()

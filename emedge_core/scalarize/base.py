@@ -91,6 +91,9 @@ class Scalarizer(abc.ABC):
     frame_components: typing.ClassVar[typing.Optional[tuple[str, ...]]] = None
     #: True when a value needs the whole map (:meth:`finalize`), so frames alone cannot give it
     map_level: typing.ClassVar[bool] = False
+    #: False when :meth:`process` reads only ``chunk.proj`` (and ``maxv``): the shared pass then
+    #: keeps no float32 copy of the frames (``chunk.data`` stays the raw frames, for screening)
+    needs_frames: typing.ClassVar[bool] = True
 
     def __init__(self, saturation: typing.Optional[float] = None) -> None:
         """saturation: counts at which a pixel counts as saturated (None = integer dtype max, floats unchecked)."""

@@ -105,6 +105,7 @@ class _CoMBase(Geometry, Scalarizer):
 
     signal_kind = "diffraction"
     unit = "px"
+    needs_frames = False
 
     def __init__(self, center: Center = None, radius: typing.Optional[float] = None, units: str = "px",
                  saturation: typing.Optional[float] = None) -> None:

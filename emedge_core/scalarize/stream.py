@@ -25,6 +25,7 @@ import time
 import typing
 
 import numpy as np
+import threadpoolctl
 
 from emedge_core import EmedgeError
 from emedge_core.instrument import Frames
@@ -32,7 +33,7 @@ from emedge_core.scalarize.backends import Backend, get_backend, warn_once
 from emedge_core.scalarize.base import Reason, Scalarizer, Signal, from_spec, screen
 
 #: default bytes (as float32) per chunk: fits the CPU's cache / a GPU's copy pipeline
-CHUNK_BYTES = {"numpy": 8 << 20, "gpu": 256 << 20}
+CHUNK_BYTES = {"numpy": 8 << 20, "gpu": 64 << 20}
 #: chunks looked through for a good frame to resolve "auto" parameters from
 SAMPLE_CHUNKS = 64
 
@@ -175,7 +176,7 @@ def _reduce_chunk(s: Scalarizer, signal: Signal, be: Backend, weights: typing.An
         return np.full((n, k), np.nan), np.full(n, Reason.SHAPE, np.uint8)
     level = _saturation(s, host.dtype)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):   # bad frames give NaN: flagged below
-        chunk = be.load(dev, weights, level is not None)
+        chunk = be.load(dev, weights, level is not None, s.needs_frames)
         out = np.full((n, k), np.nan) if skip else \
             be.to_numpy(s.process(chunk, signal, be)).astype(np.float64).reshape(n, k)
     reason = screen(chunk, be, level)
@@ -187,12 +188,14 @@ def _reduce_chunk(s: Scalarizer, signal: Signal, be: Backend, weights: typing.An
 def _results(s: Scalarizer, signal: Signal, be: Backend, weights: typing.Any, chunks: typing.Iterator[np.ndarray],
              threads: int, skip: bool) -> typing.Iterator[tuple[np.ndarray, np.ndarray]]:
     """Per-chunk results in order; on NumPy with ``threads`` > 1, that many chunks at a time
-    (NumPy and BLAS release the GIL), at most 2 x threads chunks in memory."""
+    (NumPy and BLAS release the GIL; BLAS is held to one thread meanwhile, for the whole
+    process), at most 2 x threads chunks in memory."""
     if threads <= 1 or be.name != "numpy":
         for host, dev in be.uploads(chunks):
             yield _reduce_chunk(s, signal, be, weights, host, dev, skip)
         return
-    with concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="emedge-scalarize") as pool:
+    with threadpoolctl.threadpool_limits(1, user_api="blas"), \
+            concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="emedge-scalarize") as pool:
         pending: collections.deque[concurrent.futures.Future[tuple[np.ndarray, np.ndarray]]] = collections.deque()
         for host in chunks:
             pending.append(pool.submit(_reduce_chunk, s, signal, be, weights, host, host, skip))
@@ -210,11 +213,12 @@ def reduce(scalarizer: typing.Union[str, dict[str, typing.Any], Scalarizer], sou
 
     scan_shape: (H, W) for a stream or an (n, *sig) array (n = H*W); default: the source's
     own navigation shape, or (n,) for a stream. energy_eV / mrad_per_px: calibration when the
-    source carries none. chunk_bytes: float32 bytes per chunk (default 8 MiB CPU, 256 MiB GPU).
+    source carries none. chunk_bytes: float32 bytes per chunk (default 8 MiB CPU, 64 MiB GPU).
     threads: CPU chunks reduced at once on NumPy (default: the CPU count, at most 4).
     """
     s = from_spec(scalarizer)
-    be = backend if isinstance(backend, Backend) else get_backend(backend)
+    dtype = getattr(source.data if isinstance(source, Frames) else source, "dtype", None)
+    be = backend if isinstance(backend, Backend) else get_backend(backend, dtype)
     nbytes = CHUNK_BYTES["numpy" if be.name == "numpy" else "gpu"] if chunk_bytes is None else int(chunk_bytes)
     threads = min(os.cpu_count() or 1, 4) if threads is None else int(threads)
     if isinstance(source, Frames):

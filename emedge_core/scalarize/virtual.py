@@ -34,6 +34,7 @@ class _Annular(Geometry, Scalarizer):
 
     signal_kind = "diffraction"
     unit = "counts"
+    needs_frames = False
     #: multiples of the bright-field radius that "auto" inner / outer radii stand for
     auto_factor: typing.ClassVar[tuple[float, float]] = (1.0, 1.0)
 

@@ -291,8 +291,12 @@ class TorchBackend(_CudaBackend):
 
         torch = self.torch
         with cupy.cuda.ExternalStream(torch.cuda.current_stream(self.device).cuda_stream):
-            out = cuda_kernels.project_max(cupy.from_dlpack(flat),
-                                           None if weights is None else cupy.from_dlpack(weights))
+            try:
+                frames = cupy.from_dlpack(flat.contiguous())
+                rows = None if weights is None else cupy.from_dlpack(weights.contiguous())
+            except (BufferError, TypeError, RuntimeError, ValueError):   # a dtype DLPack cannot carry
+                return None
+            out = cuda_kernels.project_max(frames, rows)
         return None if out is None else (torch.from_dlpack(out[0]), torch.from_dlpack(out[1]))
 
     def load(self, raw: typing.Any, weights: typing.Any, want_max: bool, keep_frames: bool = True) -> Chunk:

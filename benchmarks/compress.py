@@ -8,9 +8,13 @@ and the 1-minute load average. Every method writes a real HDF5 file on /dev/shm 
 same chunk shape (about 1 MiB of consecutive frames along the scan); decompression reads it back whole.
 
 Peers: gzip-9 (h5py), Blosc2 zstd5 + bitshuffle (hdf5plugin filter, and blosc2.compress2 in
-memory on 1 and 2 threads), bitshuffle-LZ4 (hdf5plugin), raw zstd-3 (zstandard on each chunk, 1
-and 2 threads). emedge: ``auto``, its candidates and the fast ``blosc2:cname=lz4`` on 1 and 2
-threads, sparse events, and lossy SZ3 / ZFP / sqrt quantisation with their bounds. ``--table`` adds a Markdown summary on stderr.
+memory on 1 and 2 threads), bitshuffle-LZ4 (hdf5plugin; 1 thread, the build has no OpenMP), raw
+zstd-3 (zstandard on each chunk, 1 and 2 threads). emedge (``emd.write``: file, CRC-32 per chunk,
+provenance, everything): ``auto``, its candidates and the fast ``blosc2:cname=lz4`` on 1 and 2
+threads, sparse events, and lossy SZ3 / ZFP / sqrt quantisation with their bounds. Repeats are
+interleaved across methods (a load change on a shared machine hits all alike). The first line
+describes the machine; the last lines check issue 5's lossless goal per data set (``"goal"``).
+``--table`` adds a Markdown summary on stderr; ``--methods lz4,auto`` runs a subset.
 """
 from __future__ import annotations
 
@@ -165,7 +169,11 @@ def _blosc2_peer(threads: int) -> tuple[typing.Callable[[np.ndarray], bytes], ty
 
 
 def methods(a: np.ndarray) -> list[tuple[str, bool, int, typing.Callable[[np.ndarray, int], Result]]]:
-    """(name, is_peer, threads, run(a, sig)) for this array."""
+    """(name, is_peer, threads, run(a, sig)) for this array.
+
+    gzip-9 and bitshuffle-LZ4 run inside the HDF5 library, one thread (this hdf5plugin build has
+    no OpenMP: ``hdf5plugin.get_config().build_config.openmp``), so they have 1-thread rows only.
+    """
     out: list[tuple[str, bool, int, typing.Callable[[np.ndarray, int], Result]]] = [
         ("gzip-9 (h5py)", True, 1, lambda x, s: run_h5_filter(x, s, {"compression": "gzip", "compression_opts": 9})),
         ("blosc2 zstd5+bitshuffle (hdf5plugin)", True, 1,
@@ -175,8 +183,7 @@ def methods(a: np.ndarray) -> list[tuple[str, bool, int, typing.Callable[[np.nda
     for t in (1, 2):
         out.append(("zstd-3 raw (zstandard)", True, t, lambda x, s, t=t: run_in_memory(x, s, *_zstd(t))))
         out.append(("blosc2 zstd5+bitshuffle (compress2)", True, t, lambda x, s, t=t: run_in_memory(x, s, *_blosc2_peer(t))))
-    out.append(("emedge auto", False, 2, lambda x, s: run_emedge(x, s, "auto")))
-    for spec in ("blosc2", "blosc2:shuffle=bytedelta", "delta+blosc2", "blosc2:cname=lz4"):
+    for spec in ("auto", "blosc2", "blosc2:shuffle=bytedelta", "delta+blosc2", "blosc2:cname=lz4"):
         for t in (1, 2):
             out.append((f"emedge {spec}", False, t, lambda x, s, spec=spec, t=t: run_emedge(x, s, _threads(spec, t))))
     if a.dtype.kind == "u":
@@ -194,24 +201,59 @@ def _threads(spec: str, threads: int) -> str:
     return spec + ("," if ":" in spec else ":") + f"threads={threads}"
 
 
-def measure(name: str, a: np.ndarray, sig: int, method: str, peer: bool, threads: int,
-            run: typing.Callable[[np.ndarray, int], Result], repeat: int) -> dict[str, typing.Any]:
-    runs = [run(a, sig) for _ in range(1 if method.startswith("gzip") else repeat)]
-    r = runs[0]
-    err = float(np.max(np.abs(r.back.astype(np.float64) - a))) if r.back.shape == a.shape else float("nan")
+def measure(name: str, a: np.ndarray, sig: int, todo: list[tuple[str, bool, int, typing.Callable[[np.ndarray, int], Result]]],
+            repeat: int) -> list[dict[str, typing.Any]]:
+    """One row per method. The repeats are interleaved (method A, B, C, A, B, C, ...) so that a
+    change in the load of a shared machine hits every method alike; each row has the median and
+    the 1-minute load average at its end."""
+    runs: dict[int, list[Result]] = {i: [] for i in range(len(todo))}
+    loads: dict[int, list[float]] = {i: [] for i in range(len(todo))}
+    for r in range(repeat):
+        for i, (method, _, _, run) in enumerate(todo):
+            if r and method.startswith("gzip"):
+                continue                                  # slow and stable: once is enough
+            runs[i].append(run(a, sig))
+            loads[i].append(os.getloadavg()[0])
+    rows = []
     mb = a.nbytes / 1e6
-    spec = method.split(" ", 1)[1] if method.startswith("emedge ") else ""
-    bound = None
-    if spec.startswith(("sz3", "zfp")):
-        bound = f"|error| <= {spec.split('=')[1]} (absolute)"
-    elif spec.startswith("sqrt"):
-        bound = "|error| <= q/2*sqrt(x+3/8) + q^2/16 (+0.5 ints), q=1"
-    return {"dataset": name, "shape": list(a.shape), "dtype": a.dtype.name, "raw_MB": round(mb, 2), "method": method,
-            "peer": peer, "threads": threads, "ratio": round(a.nbytes / r.stored, 3),
-            "compress_MBps": round(mb / statistics.median(x.seconds for x in runs), 1),
-            "decompress_MBps": round(mb / statistics.median(x.read_seconds for x in runs), 1),
-            "lossless": err == 0.0, "max_abs_error": err, "error_bound": bound,
-            "chunks": list(_chunks(a, sig)), "load1": round(os.getloadavg()[0], 2)}
+    for i, (method, peer, threads, _) in enumerate(todo):
+        r = runs[i][0]
+        err = float(np.max(np.abs(r.back.astype(np.float64) - a))) if r.back.shape == a.shape else float("nan")
+        spec = method.split(" ", 1)[1] if method.startswith("emedge ") else ""
+        bound = None
+        if spec.startswith(("sz3", "zfp")):
+            bound = f"|error| <= {spec.split('=')[1]} (absolute)"
+        elif spec.startswith("sqrt"):
+            bound = "|error| <= q/2*sqrt(x+3/8) + q^2/16 (+0.5 ints), q=1"
+        rows.append({"dataset": name, "shape": list(a.shape), "dtype": a.dtype.name, "raw_MB": round(mb, 2),
+                     "method": method, "peer": peer, "threads": threads, "ratio": round(a.nbytes / r.stored, 3),
+                     "compress_MBps": round(mb / statistics.median(x.seconds for x in runs[i]), 1),
+                     "decompress_MBps": round(mb / statistics.median(x.read_seconds for x in runs[i]), 1),
+                     "lossless": err == 0.0, "max_abs_error": err, "error_bound": bound,
+                     "chunks": list(_chunks(a, sig)), "runs": len(runs[i]), "load1": round(max(loads[i]), 2)})
+    return rows
+
+
+def goals(rows: list[dict[str, typing.Any]]) -> list[dict[str, typing.Any]]:
+    """Issue 5's lossless goal per data set: ``emedge auto`` ratio >= Blosc2 zstd+bitshuffle (both
+    peer rows) and compress MB/s >= bitshuffle-LZ4 (1 thread, its only setting), for auto on 1 and
+    on 2 threads."""
+    out = []
+    for name in dict.fromkeys(r["dataset"] for r in rows):
+        cell = {(r["method"], r["threads"]): r for r in rows if r["dataset"] == name}
+        lz4 = cell.get(("bitshuffle-lz4 (hdf5plugin)", 1))
+        peers = [cell[k]["ratio"] for k in cell if k[0].startswith("blosc2 zstd5+bitshuffle")]
+        for t in (1, 2):
+            ours = cell.get(("emedge auto", t))
+            if ours is None or lz4 is None or not peers:
+                continue
+            out.append({"goal": "lossless", "dataset": name, "threads": t, "auto_ratio": ours["ratio"],
+                        "blosc2_zstd_bitshuffle_ratio": max(peers), "ratio_ok": ours["ratio"] >= max(peers),
+                        "auto_MBps": ours["compress_MBps"], "bitshuffle_lz4_MBps_1thread": lz4["compress_MBps"],
+                        "speed_ok": ours["compress_MBps"] >= lz4["compress_MBps"],
+                        "speed_vs_lz4": round(ours["compress_MBps"] / lz4["compress_MBps"], 2),
+                        "load1": max(ours["load1"], lz4["load1"])})
+    return out
 
 
 def table(rows: list[dict[str, typing.Any]]) -> str:
@@ -236,16 +278,25 @@ def main(argv: typing.Optional[typing.Sequence[str]] = None) -> int:
     p.add_argument("--quick", action="store_true", help="small data sets (seconds, for CI)")
     p.add_argument("--repeat", type=int, default=3, help="runs per measurement; the median is reported")
     p.add_argument("--sets", default=None, help="comma-separated subset of data sets")
+    p.add_argument("--methods", default=None,
+                   help="comma-separated substrings: only methods whose name contains one (e.g. 'lz4,auto')")
     p.add_argument("--table", action="store_true", help="also print a Markdown table on stderr")
     args = p.parse_args(argv)
+    import blosc2
+
+    print(json.dumps({"machine": {"cpus": os.cpu_count(), "load1": round(os.getloadavg()[0], 2),
+                                  "hdf5plugin": hdf5plugin.version, "hdf5plugin_openmp": hdf5plugin.get_config().build_config.openmp,
+                                  "blosc2": blosc2.__version__, "hdf5": h5py.version.hdf5_version}}), flush=True)
     rows = []
     for name, (a, sig) in data_sets(args.quick).items():
         if args.sets and name not in args.sets.split(","):
             continue
-        for method, peer, threads, run in methods(a):
-            row = measure(name, a, sig, method, peer, threads, run, args.repeat)
+        todo = [m for m in methods(a) if not args.methods or any(w in m[0] for w in args.methods.split(","))]
+        for row in measure(name, a, sig, todo, args.repeat):
             rows.append(row)
             print(json.dumps(row), flush=True)
+    for row in goals(rows):
+        print(json.dumps(row), flush=True)
     if args.table:
         print(table(rows), file=sys.stderr)
     return 0

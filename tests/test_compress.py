@@ -154,3 +154,60 @@ def test_h5_filter_names_a_registered_plugin() -> None:
                       ("zfp:accuracy=1", 32013)]:
         kw = compress.get(spec).h5_filter()
         assert kw["compression"] == fid and h5py.h5z.filter_avail(fid)
+
+
+@pytest.mark.parametrize("shape,dtype", [((1, 32, 64, 64), np.uint16), ((4, 6, 200), np.float32), ((1, 3, 300, 300), np.uint16),
+                                         ((20, 24), np.float64)])
+@pytest.mark.parametrize("spec", ["blosc2", "blosc2:shuffle=bytedelta", "blosc2:cname=lz4,clevel=5", "blosc2:shuffle=none"])
+def test_blosc2_chunks_are_the_frames_blosc2_itself_writes(spec: str, shape, dtype) -> None:
+    """The writer wraps compress2's chunk in a frame learnt from blosc2; on one thread the bytes
+    must equal blosc2's own update_data + to_cframe, for data, constant and all-zero chunks."""
+    import blosc2
+
+    from emedge_core.compress import stages
+
+    stage = compress.get(spec).stage.with_threads(1)
+    rng = np.random.default_rng(3)
+    for a in (rng.poisson(2.0, shape).astype(dtype), np.full(shape, 7, dtype), np.zeros(shape, dtype)):
+        ref = stage.make_template(a.shape, a.dtype)
+        ref.schunk.update_data(0, a, copy=True)
+        assert stage.encode_chunk(a) == ref.schunk.to_cframe()
+        back = blosc2.ndarray_from_cframe(stage.with_threads(2).encode_chunk(a))[()]
+        assert back.tobytes() == a.tobytes()       # two threads: blocks may sit in another order, same data
+
+
+def test_auto_takes_a_thread_count_and_nothing_else() -> None:
+    a = DATA["counting"]
+    assert compress.get("auto:threads=1", sample=[a], axis=1).threads == 1
+    assert compress.get("auto:threads=2", sample=[a], axis=1).threads == 2
+    assert compress.is_auto("auto:threads=2") and not compress.is_auto("blosc2")
+    for bad in ("auto:level=3", "auto:threads=0"):
+        with pytest.raises(EmedgeError, match="auto takes only threads"):
+            compress.get(bad, sample=[a], axis=1)
+
+
+@pytest.mark.parametrize("spec", ["blosc2", "delta+blosc2", "blosc2:shuffle=bytedelta", "zstd", "auto"])
+def test_chunks_encoded_in_parallel_match_one_thread(tmp_path, spec: str) -> None:
+    """Several chunks per append on 2 threads, short edge runs (buffered) between whole ones:
+    same data, same CRC per chunk, and plain h5py + hdf5plugin read the same array."""
+    import h5py
+    import hdf5plugin  # noqa: F401
+
+    from emedge_core import emd
+
+    a = np.random.default_rng(9).poisson(0.4, (5, 7, 16, 16)).astype(np.uint16)
+    out = {}
+    for t in (1, 2):
+        path = str(tmp_path / f"t{t}.h5")
+        with emd.StreamWriter(path, "x", (16, 16), np.uint16, nav_shape=(5, 7), chunk_frames=3,
+                              codec=spec + ("," if ":" in spec else ":") + f"threads={t}") as w:
+            flat, i = a.reshape(-1, 16, 16), 0
+            for n in (1, 9, 2, 14, 5, 4):                 # 35 frames in appends of mixed sizes
+                w.append(flat[i:i + n])
+                i += n
+        back = emd.read(path, "x")
+        with h5py.File(path, "r") as f:
+            out[t] = (f["data/x/checksums"][()], f["data/x/data"][()])
+        assert back.tobytes() == a.tobytes()
+    assert np.array_equal(out[1][0], out[2][0]) and len(out[1][0]) == 5 * 3
+    assert np.array_equal(out[1][1], out[2][1])

@@ -163,7 +163,7 @@ class Blosc2(Stage):
         chunk = np.ascontiguousarray(chunk)
         kit = _frame_kit(self, chunk.shape, chunk.dtype)
         if kit is not None:
-            body = blosc2.compress2(chunk, cparams=kit.cparams)
+            body = blosc2.compress2(chunk, cparams=self.cparams(chunk.shape, chunk.dtype, kit.blocksize))
             if not body[31] & 0x70:                     # not a special (all-zero / NaN) chunk: frames hold those apart
                 return kit.frame(body)
         arr = _template(self, chunk.shape, chunk.dtype)
@@ -225,7 +225,7 @@ class _FrameKit(typing.NamedTuple):
     """A one-chunk b2nd frame around any chunk: ``head`` (with the frame and chunk lengths at
     ``at_frame`` / ``at_chunk``, big-endian int64) + the chunk + ``tail``."""
 
-    cparams: typing.Any
+    blocksize: int
     head: bytes
     tail: bytes
     at_frame: int
@@ -250,11 +250,13 @@ def _frame_kit(stage: "Blosc2", shape: tuple[int, ...], dtype: np.dtype) -> typi
     costs ~20 % of the encode on one thread and stops two threads from scaling (1.4x instead of
     1.9x). A one-chunk frame is a fixed header, the chunk, a fixed index and trailer; only two
     lengths in the header change. This learns header and tail from two reference chunks of
-    different sizes through blosc2's own ``to_cframe``, and keeps the kit only if rebuilding the
-    second frame from the first reproduces blosc2's bytes exactly (and ``compress2`` reproduces the
-    chunk ``update_data`` stored). The bytes in the file are blosc2's own either way.
+    different sizes through blosc2's own ``to_cframe`` (once per settings, shape and dtype; the
+    thread count does not enter), and keeps the kit only if rebuilding the second frame from the
+    first reproduces blosc2's bytes exactly and ``compress2`` reproduces the chunk ``update_data``
+    stored. The frames in the file are byte for byte what blosc2 writes for the same chunk.
     """
-    key = (tuple(sorted(stage.params.items())), shape, np.dtype(dtype).str)
+    key = (stage.with_threads(1).params, shape, np.dtype(dtype).str)
+    key = (tuple(sorted(key[0].items())),) + key[1:]
     with _KITS_LOCK:
         if key in _KITS:
             return _KITS[key]
@@ -263,8 +265,7 @@ def _frame_kit(stage: "Blosc2", shape: tuple[int, ...], dtype: np.dtype) -> typi
     one = stage.with_threads(1)            # on several threads Blosc2 may store the blocks in any order
     cparams = one.cparams(shape, dtype, blocksize)
     n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    ramp = np.arange(n, dtype=np.uint64)
-    refs = [(ramp % 251).astype(np.uint8), ((ramp * 2654435761) >> 11).astype(np.uint8)]
+    refs = [np.frombuffer(bytes(range(p)) * (n // p + 1), np.uint8)[:n] for p in (251, 13)]  # quick, different sizes
     kit = None
     try:
         arr = one.make_template(shape, dtype)
@@ -280,7 +281,7 @@ def _frame_kit(stage: "Blosc2", shape: tuple[int, ...], dtype: np.dtype) -> typi
         (f1, b1, i1), (f2, b2, i2) = found
         head, tail = f1[:i1], f1[i1 + len(b1):]
         at_frame, at_chunk = head.find(struct.pack(">q", len(f1))), head.find(struct.pack(">q", len(b1)))
-        candidate = _FrameKit(stage.cparams(shape, dtype, blocksize), head, tail, at_frame, at_chunk)
+        candidate = _FrameKit(blocksize, head, tail, at_frame, at_chunk)
         if min(at_frame, at_chunk) >= 0 and len(b1) != len(b2) and candidate.frame(b2) == f2:
             kit = candidate
     except (ValueError, RuntimeError):

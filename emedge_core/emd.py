@@ -24,7 +24,9 @@ and plain h5py + hdf5plugin read the arrays)::
 Frames arrive in C order over the navigation (scan) shape; ``c`` consecutive frames along the last
 scan axis form one HDF5 chunk (``r`` whole rows when a row is small, e.g. spectra). Each full chunk is encoded, written with ``write_direct_chunk``,
 and the file is flushed with ``frames_written`` updated, so a crash (kill -9) leaves a file that
-reads back every frame up to the last flushed chunk. Sparse arrays (codec ``sparse``) store
+reads back every frame up to the last flushed chunk. With a codec on ``threads`` > 1 (blosc2 and
+zstd default to 2) the chunks of one ``append`` are encoded side by side on a thread pool (CRC-32,
+prediction and Blosc2 all drop the GIL) and still written and flushed one by one in scan order. Sparse arrays (codec ``sparse``) store
 ``events_per_frame``, ``event_index``, ``event_count`` instead of ``data``
 (see :mod:`emedge_core.compress.sparse`); their group type is ``emedge_sparse``.
 """
@@ -397,7 +399,8 @@ def jsonable(x: typing.Any) -> typing.Any:
 
 
 class StreamWriter:
-    """Stream frames of one array into a new EMD file in bounded memory (one chunk buffered).
+    """Stream frames of one array into a new EMD file in bounded memory (one chunk buffered
+    between appends; while an append runs, up to ``2 * threads`` chunks are being encoded).
 
     Extra, small arrays (a survey image, an energy axis) go in with :meth:`write_array`. Write
     errors (a full disk) raise :class:`EmedgeError` saying how many frames the file keeps.

@@ -238,7 +238,7 @@ class _FrameKit(typing.NamedTuple):
         return b"".join((head, body, self.tail))
 
 
-_KITS: dict[tuple[typing.Any, ...], typing.Optional[_FrameKit]] = {}
+_KITS: dict[tuple[typing.Any, ...], typing.Union[int, None, _FrameKit]] = {}     # int: chunks seen before learning
 _KITS_LOCK = threading.Lock()
 
 
@@ -258,8 +258,12 @@ def _frame_kit(stage: "Blosc2", shape: tuple[int, ...], dtype: np.dtype) -> typi
     key = (stage.with_threads(1).params, shape, np.dtype(dtype).str)
     key = (tuple(sorted(key[0].items())),) + key[1:]
     with _KITS_LOCK:
-        if key in _KITS:
-            return _KITS[key]
+        kit = _KITS.get(key, 0)
+        if not isinstance(kit, int):
+            return kit
+        if kit < 1:                        # the first chunk of a kind (e.g. auto trying candidates) takes
+            _KITS[key] = kit + 1           # the slow path: learning costs ~5 ms, worth it from the 2nd on
+            return None
     dtype = np.dtype(dtype)
     blocksize = int(np.prod(_blocks(shape, dtype.itemsize), dtype=np.int64)) * dtype.itemsize
     one = stage.with_threads(1)            # on several threads Blosc2 may store the blocks in any order

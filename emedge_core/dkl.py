@@ -15,6 +15,18 @@ Speed between measurements comes from three things:
   numbers as GPyTorch's predictive distribution, without its per-call set-up),
   and keeps ``V = L^-1 K(train, all)`` so batch selection can condition on
   pending points cheaply (:meth:`Posterior.fantasize`).
+
+Space: with ``spatial=True`` (the default) and probe coordinates given to :meth:`DKLRegressor.fit`
+and :meth:`DKLRegressor.posterior`, the kernel is a sum
+
+    k(x, x') = s_e * base(f(x), f(x')) + s_s * base(|p - p'| / l_s)
+
+of the learned-embedding kernel and a spatial kernel on the probe positions p (lengthscale l_s,
+``spatial_lengthscale`` px to start with, kept within 1/2x..2x of it). The embedding term carries
+what a patch looks like to look-alike patches anywhere; the spatial term says a physical property
+is continuous in space, so one high measurement raises the prediction at its neighbours even
+where the lattice phase makes their patches look unrelated, and the acquisition exploits
+around a hit.
 """
 from __future__ import annotations
 
@@ -67,26 +79,53 @@ class CNNExtractor(torch.nn.Module):
         return self.head(z.flatten(1))
 
 
+def _base_kernel(kernel: str, dims: int, constraint: gpytorch.constraints.Interval) -> gpytorch.kernels.Kernel:
+    if kernel == "rbf":
+        return gpytorch.kernels.RBFKernel(ard_num_dims=dims, lengthscale_constraint=constraint)
+    nu = 2.5 if kernel == "matern52" else 1.5
+    return gpytorch.kernels.MaternKernel(nu=nu, ard_num_dims=dims, lengthscale_constraint=constraint)
+
+
 class DKLModel(gpytorch.models.ExactGP):
-    """Exact GP with a learned embedding: k(x, x') = s * base(f(x), f(x'))."""
+    """Exact GP with a learned embedding: k(x, x') = s * base(f(x), f(x')), plus with
+    ``spatial_dims`` > 0 a spatial term s_s * base(p, p') on the last ``spatial_dims`` input
+    columns (probe coordinates, already divided by the initial spatial lengthscale), which
+    bypass the feature extractor."""
 
     def __init__(self, train_x: torch.Tensor, train_y: torch.Tensor, likelihood: gpytorch.likelihoods.Likelihood,
                  feature_extractor: torch.nn.Module, embed_dim: int, kernel: str = "rbf",
-                 min_lengthscale: float = 0.0) -> None:
+                 min_lengthscale: float = 0.0, spatial_dims: int = 0) -> None:
         super().__init__(train_x, train_y, likelihood)
         self.feature_extractor = feature_extractor
-        if kernel == "rbf":
-            base: gpytorch.kernels.Kernel = gpytorch.kernels.RBFKernel(
-                ard_num_dims=embed_dim, lengthscale_constraint=gpytorch.constraints.GreaterThan(min_lengthscale))
-        else:
-            nu = 2.5 if kernel == "matern52" else 1.5
-            base = gpytorch.kernels.MaternKernel(
-                nu=nu, ard_num_dims=embed_dim, lengthscale_constraint=gpytorch.constraints.GreaterThan(min_lengthscale))
+        self.spatial_dims = int(spatial_dims)
+        emb = gpytorch.kernels.ScaleKernel(
+            _base_kernel(kernel, embed_dim, gpytorch.constraints.GreaterThan(min_lengthscale)),
+            active_dims=torch.arange(embed_dim))
         self.mean_module = gpytorch.means.ConstantMean()
-        self.covar_module = gpytorch.kernels.ScaleKernel(base)
+        if self.spatial_dims:
+            space = gpytorch.kernels.ScaleKernel(
+                _base_kernel(kernel, 1, gpytorch.constraints.Interval(0.5, 2.0)),
+                active_dims=torch.arange(embed_dim, embed_dim + self.spatial_dims))
+            self.covar_module: gpytorch.kernels.Kernel = gpytorch.kernels.AdditiveKernel(emb, space)
+        else:
+            self.covar_module = emb
+
+    @property
+    def embedding_kernel(self) -> gpytorch.kernels.ScaleKernel:
+        return self.covar_module.kernels[0] if self.spatial_dims else self.covar_module
+
+    @property
+    def spatial_kernel(self) -> typing.Optional[gpytorch.kernels.ScaleKernel]:
+        return self.covar_module.kernels[1] if self.spatial_dims else None
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """GP inputs: the learned embedding of the features, then the scaled coordinates (if any)."""
+        if not self.spatial_dims:
+            return self.feature_extractor(x)
+        return torch.cat([self.feature_extractor(x[:, :-self.spatial_dims]), x[:, -self.spatial_dims:]], dim=1)
 
     def forward(self, x: torch.Tensor) -> gpytorch.distributions.MultivariateNormal:
-        z = self.feature_extractor(x)
+        z = self.embed(x)
         return gpytorch.distributions.MultivariateNormal(self.mean_module(z), self.covar_module(z))
 
 
@@ -149,6 +188,9 @@ class DKLRegressor:
     so a few rare high values are never written off as noise. refit_every: fit from scratch on
     every k-th call (0 = never), so a warm start cannot stay stuck in a collapsed optimum
     (a flat map with all variance called noise).
+    spatial: add the spatial kernel on probe coordinates when :meth:`fit` gets ``coords``;
+    spatial_lengthscale: its starting lengthscale in coordinate units (survey px), free to move
+    within 1/2x..2x; spatial_scale: its starting output scale (the embedding term starts at 1).
     """
 
     def __init__(self, n_features: int, *, window: typing.Optional[int] = None, extractor: str = "mlp",
@@ -156,7 +198,8 @@ class DKLRegressor:
                  iters: int = 200, warm_iters: int = 50, retrain: bool = False, lr: float = 0.03,
                  device: typing.Optional[str] = None, seed: int = 0, batch_size: int = 8192,
                  init_noise: float = 0.01, init_lengthscale: float = 0.3, max_noise: float = 0.1,
-                 min_lengthscale: float = 0.0, refit_every: int = 10) -> None:
+                 min_lengthscale: float = 0.0, refit_every: int = 10, spatial: bool = True,
+                 spatial_lengthscale: float = 4.0, spatial_scale: float = 0.5) -> None:
         if kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, not {kernel!r}")
         if extractor not in EXTRACTORS:
@@ -173,12 +216,29 @@ class DKLRegressor:
         self.init_noise, self.init_lengthscale = float(init_noise), float(init_lengthscale)
         self.max_noise, self.min_lengthscale = float(max_noise), float(min_lengthscale)
         self.refit_every = int(refit_every)
+        if spatial_lengthscale <= 0:
+            raise ValueError("spatial_lengthscale must be > 0")
+        self.spatial, self.spatial_lengthscale = bool(spatial), float(spatial_lengthscale)
+        self.spatial_scale = float(spatial_scale)
+        self._spatial_dims = 0           # coordinate columns of the fitted model (0 = none)
         self.model: typing.Optional[DKLModel] = None
         self.likelihood: typing.Optional[gpytorch.likelihoods.GaussianLikelihood] = None
         self._optimizer: typing.Optional[torch.optim.Optimizer] = None
         self._y_mean, self._y_std = 0.0, 1.0
         self._y_best = 0.0
         self.losses: list[float] = []
+
+    def _inputs(self, x: np.ndarray, coords: typing.Optional[np.ndarray]) -> np.ndarray:
+        """Model inputs: features, then (with the spatial term) coordinates / spatial_lengthscale."""
+        x = np.asarray(x, np.float32)
+        if not self._spatial_dims:
+            return x
+        if coords is None:
+            raise ValueError("this model was fitted with coordinates; pass coords for every row too")
+        c = np.asarray(coords, np.float32).reshape(len(x), -1)
+        if c.shape[1] != self._spatial_dims:
+            raise ValueError(f"coords must have {self._spatial_dims} columns, not {c.shape[1]}")
+        return np.concatenate([x, c / np.float32(self.spatial_lengthscale)], axis=1)
 
     def _new_model(self, x: torch.Tensor, y: torch.Tensor) -> None:
         torch.manual_seed(self.seed)
@@ -190,18 +250,25 @@ class DKLRegressor:
         self.likelihood = gpytorch.likelihoods.GaussianLikelihood(
             noise_constraint=gpytorch.constraints.Interval(1e-4, self.max_noise)).to(self.device)
         self.model = DKLModel(x, y, self.likelihood, fe, self.embed_dim, self.kernel,
-                              self.min_lengthscale).to(self.device)
+                              self.min_lengthscale, self._spatial_dims).to(self.device)
         # start from a low-noise, short-lengthscale GP on standardised targets: GPyTorch's defaults
         # (noise 0.69, lengthscale 0.69) explain a few rare high values as noise and flatten the map
         self.likelihood.noise = self.init_noise
-        self.model.covar_module.base_kernel.lengthscale = self.init_lengthscale
-        self.model.covar_module.outputscale = 1.0
+        self.model.embedding_kernel.base_kernel.lengthscale = self.init_lengthscale
+        self.model.embedding_kernel.outputscale = 1.0
+        space = self.model.spatial_kernel
+        if space is not None:
+            space.base_kernel.lengthscale = 1.0      # coordinates come divided by spatial_lengthscale
+            space.outputscale = self.spatial_scale
         self._optimizer = torch.optim.Adam(self.model.parameters(), lr=self.lr)
 
-    def fit(self, x: np.ndarray, y: np.ndarray) -> None:
-        """Fit to features ``x`` (n, F) and values ``y`` (n,); warm-started unless ``retrain``."""
+    def fit(self, x: np.ndarray, y: np.ndarray, coords: typing.Optional[np.ndarray] = None) -> None:
+        """Fit to features ``x`` (n, F) and values ``y`` (n,), measured at probe positions
+        ``coords`` (n, 2) survey px (used by the spatial term; None = embedding only);
+        warm-started unless ``retrain``."""
         if len(x) != len(y) or len(y) < 2:
             raise ValueError("fit needs at least two (features, value) pairs of equal count")
+        spatial_dims = int(np.asarray(coords).reshape(len(y), -1).shape[1]) if self.spatial and coords is not None else 0
         y = np.asarray(y, dtype=np.float64)
         # float32 kernel gradients underflow into denormal numbers, which the CPU handles ~100x
         # slower: flushing them to zero (on this thread) makes a warm step 2-3x faster
@@ -209,10 +276,11 @@ class DKLRegressor:
         self._y_mean = float(y.mean())
         self._y_std = float(y.std()) or 1.0
         self._y_best = float(y.max())
-        xt = torch.as_tensor(np.asarray(x, np.float32), device=self.device)
-        yt = torch.as_tensor((y - self._y_mean) / self._y_std, dtype=torch.float32, device=self.device)
-        fresh = (self.model is None or self.retrain
+        fresh = (self.model is None or self.retrain or spatial_dims != self._spatial_dims
                  or (self.refit_every > 0 and len(self.losses) % self.refit_every == 0))
+        self._spatial_dims = spatial_dims
+        xt = torch.as_tensor(self._inputs(x, coords), device=self.device)
+        yt = torch.as_tensor((y - self._y_mean) / self._y_std, dtype=torch.float32, device=self.device)
         if fresh:
             self._new_model(xt, yt)
         else:
@@ -241,23 +309,38 @@ class DKLRegressor:
         return float(loss.detach())
 
     @torch.no_grad()
-    def embed(self, x: np.ndarray) -> torch.Tensor:
-        """(N, embed_dim) learned embedding of features ``x`` (N, F), computed in batches."""
+    def embed(self, x: np.ndarray, coords: typing.Optional[np.ndarray] = None) -> torch.Tensor:
+        """(N, embed_dim [+ 2]) GP inputs of features ``x`` (N, F): the learned embedding, then the
+        scaled ``coords`` when the model has the spatial term; computed in batches."""
         assert self.model is not None
         self.model.eval()
-        xt = torch.as_tensor(np.asarray(x, np.float32))
-        return torch.cat([self.model.feature_extractor(xt[i:i + self.batch_size].to(self.device))
+        xt = torch.as_tensor(self._inputs(x, coords))
+        return torch.cat([self.model.embed(xt[i:i + self.batch_size].to(self.device))
                           for i in range(0, len(xt), self.batch_size)])
 
+    @property
+    def hyperparameters(self) -> dict[str, typing.Any]:
+        """The fitted kernel's scales and noise (standardised targets; spatial lengthscale in px)."""
+        assert self.model is not None and self.likelihood is not None
+        emb = self.model.embedding_kernel
+        out = {"noise": float(self.likelihood.noise.item()), "embedding_scale": float(emb.outputscale.item()),
+               "embedding_lengthscale": emb.base_kernel.lengthscale.detach().cpu().numpy().ravel().tolist()}
+        space = self.model.spatial_kernel
+        if space is not None:
+            out["spatial_scale"] = float(space.outputscale.item())
+            out["spatial_lengthscale_px"] = float(space.base_kernel.lengthscale.item()) * self.spatial_lengthscale
+        return out
+
     @torch.no_grad()
-    def posterior(self, x_all: np.ndarray) -> Posterior:
-        """Exact predictive mean and variance at every row of ``x_all`` (N, F), in y units."""
+    def posterior(self, x_all: np.ndarray, coords: typing.Optional[np.ndarray] = None) -> Posterior:
+        """Exact predictive mean and variance at every row of ``x_all`` (N, F), in y units;
+        ``coords`` (N, 2): the rows' probe positions, needed when :meth:`fit` had them."""
         if self.model is None or self.likelihood is None:
             raise RuntimeError("fit the model before asking for a posterior")
         self.model.eval()
         self.likelihood.eval()
-        z_all = self.embed(x_all)
-        z_tr = self.model.feature_extractor(self.model.train_inputs[0])
+        z_all = self.embed(x_all, coords)
+        z_tr = self.model.embed(self.model.train_inputs[0])
         y_tr = self.model.train_targets
         kern = self.model.covar_module
         noise = float(self.likelihood.noise.item())

@@ -91,8 +91,9 @@ class Steerer:
         if self._fitted_on != len(self.values):
             idx = np.asarray(self.order)[good]
             y = np.asarray(self.values)[good]
-            self.model.fit(self.patches.features[idx], y)
-            self._posterior = self.model.posterior(self.patches.features)
+            coords = self.patches.coords
+            self.model.fit(self.patches.features[idx], y, coords=coords[idx])
+            self._posterior = self.model.posterior(self.patches.features, coords=coords)
             self._fitted_on = len(self.values)
         return self._posterior
 

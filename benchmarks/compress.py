@@ -284,6 +284,9 @@ def main(argv: typing.Optional[typing.Sequence[str]] = None) -> int:
     p.add_argument("--methods", default=None,
                    help="comma-separated substrings: only methods whose name contains one (e.g. 'lz4,auto')")
     p.add_argument("--table", action="store_true", help="also print a Markdown table on stderr")
+    p.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
+                   help="before each data set wait up to S seconds for the 1-minute load to drop below 0.5 "
+                        "(a shared machine); the load is reported either way")
     args = p.parse_args(argv)
     import blosc2
 
@@ -295,6 +298,9 @@ def main(argv: typing.Optional[typing.Sequence[str]] = None) -> int:
         if args.sets and name not in args.sets.split(","):
             continue
         todo = [m for m in methods(a) if not args.methods or any(w in m[0] for w in args.methods.split(","))]
+        deadline = time.monotonic() + args.wait_idle
+        while os.getloadavg()[0] >= 0.5 and time.monotonic() < deadline:
+            time.sleep(5)
         for row in measure(name, a, sig, todo, args.repeat):
             rows.append(row)
             print(json.dumps(row), flush=True)

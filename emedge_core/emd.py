@@ -210,8 +210,9 @@ class ArraySink:
 
             nav_ndim = len(self.nav_shape) if self.nav_shape else 1
             chunk = np.ascontiguousarray(block).reshape(self._chunk_nav + self.frame_shape)
+            big = self.threads > 1 and chunk.nbytes >= 1 << 16      # small arrays: no threads for the trial
             choice = pick([chunk], nav_ndim - 1, threads=compress.auto_threads(self._auto),
-                          pool=self._executor() if self.threads > 1 else None)
+                          pool=self._executor() if big else None)
             self.codec = choice.codec
             payload = choice.payloads[0] if choice.payloads else None
         if not self._ds:

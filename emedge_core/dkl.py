@@ -268,7 +268,9 @@ class DKLRegressor:
         warm-started unless ``retrain``."""
         if len(x) != len(y) or len(y) < 2:
             raise ValueError("fit needs at least two (features, value) pairs of equal count")
-        spatial_dims = int(np.asarray(coords).reshape(len(y), -1).shape[1]) if self.spatial and coords is not None else 0
+        spatial_dims = 0
+        if self.spatial and coords is not None:
+            spatial_dims = int(np.asarray(coords).reshape(len(y), -1).shape[1])
         y = np.asarray(y, dtype=np.float64)
         # float32 kernel gradients underflow into denormal numbers, which the CPU handles ~100x
         # slower: flushing them to zero (on this thread) makes a warm step 2-3x faster

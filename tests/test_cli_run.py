@@ -97,3 +97,15 @@ def test_run_with_the_cnn_extractor(tmp_path):
     assert len(json.loads(p.stdout.splitlines()[-1])["positions"]) == 8
     with h5py.File(tmp_path / "c" / "experiment.h5", "r") as f:
         assert json.loads(f["experiment"].attrs["config"])["model"]["extractor"] == "cnn"
+
+
+def test_help_lists_the_spatial_switch_and_it_reaches_the_model(tmp_path):
+    p = emedge("run", "--help")
+    assert p.returncode == 0 and "--no-spatial" in p.stdout and "--spatial-lengthscale" in p.stdout
+    out = tmp_path / "o"
+    p = emedge("run", "--budget", "8", *SMALL, "--no-spatial", "--out", str(out), "--json")
+    assert p.returncode == 0, p.stderr
+    with h5py.File(out / "experiment.h5", "r") as f:
+        assert json.loads(f["experiment"].attrs["config"])["model"]["spatial"] is False
+    p = emedge("run", "--budget", "8", *SMALL, "--spatial-lengthscale", "0", "--out", str(out))
+    assert p.returncode != 0 and "spatial-lengthscale" in p.stderr and "Traceback" not in p.stderr

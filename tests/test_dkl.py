@@ -93,3 +93,61 @@ def test_bad_configuration():
 def test_device_is_automatic():
     assert pick_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
     assert pick_device("cpu").type == "cpu"
+
+
+def grid(n=24, d=6, seed=0):
+    """Candidates on an n x n grid whose features are noise (unrelated to the value) and a value
+    that is a smooth bump in space: only the spatial term can tell neighbours of a hit."""
+    rng = np.random.default_rng(seed)
+    rr, cc = np.mgrid[0:n, 0:n]
+    coords = np.stack([rr.ravel(), cc.ravel()], 1)
+    x = rng.normal(size=(n * n, d)).astype(np.float32)
+    y = np.exp(-((coords - [12, 12]) ** 2).sum(1) / (2 * 4.0 ** 2))
+    train = np.concatenate([rng.choice(n * n, 40, replace=False), [12 * n + 12, 12 * n + 14]])
+    return x, y, coords, train
+
+
+def test_spatial_posterior_equals_gpytorch_predictive():
+    x, y, coords, train = grid()
+    m = DKLRegressor(6, iters=60, seed=1)
+    m.fit(x[train], y[train], coords=coords[train])
+    assert m.model.spatial_kernel is not None and "spatial_scale" in m.hyperparameters
+    post = m.posterior(x, coords=coords)
+    m.model.eval(), m.likelihood.eval()
+    with torch.no_grad(), gpytorch.settings.fast_computations(False, False, False):
+        ref = m.model(torch.as_tensor(m._inputs(x, coords)))
+    np.testing.assert_allclose(post.mean, ref.mean.double().numpy() * m._y_std + m._y_mean,
+                               rtol=1e-3, atol=1e-3 * np.std(y[train]))
+    np.testing.assert_allclose(post.var, ref.variance.double().numpy() * m._y_std ** 2,
+                               rtol=2e-2, atol=1e-4 * np.var(y[train]))
+    # the kriging believer and joint samples use the same additive kernel
+    after = post.fantasize(int(train[0]))
+    assert after.var[train[0]] < post.var[train[0]]
+    s = post.sample(np.arange(10), 3, np.random.default_rng(0))
+    assert s.shape == (3, 10) and np.isfinite(s).all()
+
+
+def test_spatial_term_links_neighbours_of_a_hit():
+    x, y, coords, train = grid()
+    hit_neighbour, far = 13 * 24 + 13, 2 * 24 + 22          # 1.4 px and ~14 px from the bump's centre
+    near, away = [], []
+    for spatial in (True, False):
+        m = DKLRegressor(6, iters=100, seed=0, spatial=spatial)
+        m.fit(x[train], y[train], coords=coords[train])
+        post = m.posterior(x, coords=coords)
+        near.append(post.mean[hit_neighbour])
+        away.append(post.mean[far])
+    assert near[0] > away[0] + 0.3 * np.ptp(y)              # with space: the neighbour inherits the hit
+    assert near[0] - away[0] > 2 * abs(near[1] - away[1])   # without: noise features cannot tell them apart
+
+
+def test_coordinates_must_follow_a_spatial_fit():
+    x, y, coords, train = grid()
+    m = DKLRegressor(6, iters=10)
+    m.fit(x[train], y[train], coords=coords[train])
+    with pytest.raises(ValueError, match="coords"):
+        m.posterior(x)
+    m.fit(x[train], y[train])                                # no coordinates: a fresh embedding-only model
+    assert m.model.spatial_kernel is None and m.posterior(x).mean.shape == (len(x),)
+    with pytest.raises(ValueError, match="spatial_lengthscale"):
+        DKLRegressor(6, spatial_lengthscale=0)

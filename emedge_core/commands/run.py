@@ -2,7 +2,7 @@
 
     emedge run --instrument twin|replay [--data FILE] --scalarizer SPEC --budget N [--seeds K]
                [--batch Q] [--acquisition ucb|ei|maxvar|thompson|random] [--window W] [--seed S]
-               --out DIR [--json]
+               --out DIR [--json]   (and the options below, e.g. --no-spatial)
 
 Writes DIR/experiment.h5, DIR/summary.json and DIR/maps.png; a progress bar goes to stderr;
 with --json the last stdout line is the summary object.
@@ -53,6 +53,12 @@ def register(sub: typing.Any) -> None:
     p.add_argument("--extractor", choices=("mlp", "cnn"), default="mlp",
                    help="DKL feature extractor: mlp on 16 PCA scores per patch (default, fastest) or a small "
                         "CNN on the raw patch (shift-tolerant, ~5x slower per step)")
+    p.add_argument("--no-spatial", dest="spatial", action="store_false",
+                   help="drop the spatial kernel term: the GP then sees only the learned patch embedding, not "
+                        "where the probe was (by default it adds a kernel on the probe position, so a high "
+                        "value raises the prediction at its neighbours)")
+    p.add_argument("--spatial-lengthscale", type=float, default=4.0, metavar="PX",
+                   help="starting lengthscale of the spatial term in survey px, free within PX/2..2*PX (default 4)")
     p.add_argument("--size", type=int, default=128, help="twin only: survey edge in px (default 128)")
     p.add_argument("--dose", type=float, default=2e4, help="twin only: electrons per frame (default 2e4)")
     p.add_argument("--out", required=True, help="output directory")
@@ -95,12 +101,15 @@ def run(args: argparse.Namespace) -> int:
     for name in ("budget", "seeds", "batch", "window"):
         if getattr(args, name) < 1:
             raise EmedgeError(f"--{name} must be >= 1")
+    if not args.spatial_lengthscale > 0:
+        raise EmedgeError("--spatial-lengthscale must be > 0")
     config = ExperimentConfig(
         budget=args.budget, seeds=min(args.seeds, args.budget), batch=args.batch, acquisition=args.acquisition,
         acquisition_params={"beta": args.beta} if args.acquisition == "ucb" else {}, window=args.window,
         seed=args.seed, travel=args.travel, stop_uncertainty=args.stop_uncertainty,
         stop_predictability=_predictability(args.stop_predictability),
-        model={"retrain": args.retrain, "extractor": args.extractor})
+        model={"retrain": args.retrain, "extractor": args.extractor, "spatial": args.spatial,
+               "spatial_lengthscale": args.spatial_lengthscale})
     if config.seeds < 2 and config.budget >= 2:
         raise EmedgeError("--seeds must be >= 2")
     try:

@@ -97,6 +97,7 @@ class ExperimentResult:
     instrument_state: dict[str, typing.Any]
     n_candidates: int
     version: str = __version__
+    step_measured: list[int] = dataclasses.field(default_factory=list)   # measurements made by each step's end
 
     def summary(self) -> dict[str, typing.Any]:
         """The JSON contract of ``emedge run --json`` (and summary.json)."""
@@ -181,6 +182,7 @@ class Experiment:
         reasons: list[np.ndarray] = []
         axis: dict[str, typing.Any] = {}
         step_seconds: list[float] = []
+        step_measured: list[int] = []
         max_std: list[float] = []
         stopped_by = "stopped"
         bar = _progress(cfg.budget, progress)
@@ -212,6 +214,7 @@ class Experiment:
                 post = steerer.posterior() if needs_model and not steerer.seeding else None
                 seconds = time.perf_counter() - t0
                 step_seconds.append(seconds)
+                step_measured.append(len(steerer.order))
                 max_std.append(float(post.std.max()) if post is not None else np.nan)
                 bar.update(len(positions))
                 if callback is not None:
@@ -234,7 +237,7 @@ class Experiment:
             prediction=patches.to_map(post.mean) if post is not None else nan_map,
             uncertainty=patches.to_map(post.std) if post is not None else nan_map.copy(),
             step_seconds=step_seconds, max_std=max_std, stopped_by=stopped_by,
-            instrument_state=self.instrument.state(), n_candidates=len(patches))
+            instrument_state=self.instrument.state(), n_candidates=len(patches), step_measured=step_measured)
 
 
 class _NoBar:

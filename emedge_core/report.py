@@ -33,16 +33,20 @@ def plot_maps(result: ExperimentResult, path: str) -> None:
         fig.colorbar(im, ax=a)
         a.set_title(title)
     a = ax[1, 1]
-    steps = np.arange(1, len(result.max_std) + 1)
-    a.plot(steps, result.max_std, "-", label="max predictive std")
-    a.set_xlabel("step")
+    # one x axis for both curves: measurements made (seeds and failures included) by the end of each
+    # step, so the seed step and batches (q > 1) line up with the best-so-far curve
+    x = np.asarray(result.step_measured if len(result.step_measured) == len(result.max_std)
+                   else np.arange(1, len(result.max_std) + 1))
+    lines = a.plot(x, result.max_std, ".-", ms=3, label="max predictive std")
+    a.set_xlabel("measurements" if len(result.step_measured) == len(result.max_std) else "step")
     a.set_ylabel(f"max predictive std of {name}")
     good = result.values[ok]
     if len(good):
         a2 = a.twinx()
-        a2.plot(np.flatnonzero(ok) + 1, np.maximum.accumulate(good), "g-", label="best so far")
+        lines += a2.plot(np.flatnonzero(ok) + 1, np.maximum.accumulate(good), "g-", label="best so far")
         a2.set_ylabel("best measured", color="g")
     a.set_title(f"learning curve (stopped by {result.stopped_by})")
-    a.legend(loc="upper right", fontsize=8)
+    a.legend(lines, [ln.get_label() for ln in lines], loc="upper right", fontsize=8)
     fig.savefig(path, dpi=90)
     plt.close(fig)
+

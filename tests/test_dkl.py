@@ -22,9 +22,9 @@ def test_posterior_equals_gpytorch_predictive():
     post = m.posterior(xq)
     m.model.eval(), m.likelihood.eval()
     with torch.no_grad(), gpytorch.settings.fast_computations(False, False, False):
-        ref = m.model(torch.as_tensor(xq))
-    mean = ref.mean.double().numpy() * m._y_std + m._y_mean
-    var = ref.variance.double().numpy() * m._y_std ** 2
+        ref = m.model(torch.as_tensor(xq, device=m.device))
+    mean = ref.mean.double().cpu().numpy() * m._y_std + m._y_mean
+    var = ref.variance.double().cpu().numpy() * m._y_std ** 2
     np.testing.assert_allclose(post.mean, mean, rtol=1e-3, atol=1e-3 * np.std(y))
     np.testing.assert_allclose(post.var, var, rtol=2e-2, atol=1e-4 * np.var(y))
 
@@ -115,10 +115,10 @@ def test_spatial_posterior_equals_gpytorch_predictive():
     post = m.posterior(x, coords=coords)
     m.model.eval(), m.likelihood.eval()
     with torch.no_grad(), gpytorch.settings.fast_computations(False, False, False):
-        ref = m.model(torch.as_tensor(m._inputs(x, coords)))
-    np.testing.assert_allclose(post.mean, ref.mean.double().numpy() * m._y_std + m._y_mean,
+        ref = m.model(torch.as_tensor(m._inputs(x, coords), device=m.device))
+    np.testing.assert_allclose(post.mean, ref.mean.double().cpu().numpy() * m._y_std + m._y_mean,
                                rtol=1e-3, atol=1e-3 * np.std(y[train]))
-    np.testing.assert_allclose(post.var, ref.variance.double().numpy() * m._y_std ** 2,
+    np.testing.assert_allclose(post.var, ref.variance.double().cpu().numpy() * m._y_std ** 2,
                                rtol=2e-2, atol=1e-4 * np.var(y[train]))
     # the kriging believer and joint samples use the same additive kernel
     after = post.fantasize(int(train[0]))

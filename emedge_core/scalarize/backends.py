@@ -18,8 +18,7 @@ On CUDA the chunk goes through pinned host memory on a copy stream, so the
 transfer of chunk i+1 overlaps the compute on chunk i (:meth:`Backend.uploads`), and the
 shared pass is one fused kernel that reads each frame once (:mod:`.cuda_kernels`).
 
-``get_backend("auto")`` picks CuPy, then PyTorch on CUDA, then (float32 frames) PyTorch on
-the CPU, then NumPy; a name
+``get_backend("auto")`` picks CuPy, then PyTorch on CUDA, then NumPy; a name
 (``numpy``, ``torch``, ``torch:cpu``, ``torch:cuda:1``, ``cupy``) or the
 ``EMEDGE_BACKEND`` environment variable overrides it. A GPU backend that cannot
 start falls back to NumPy with one warning.
@@ -387,14 +386,6 @@ class CupyBackend(_CudaBackend):
 _warned: set[str] = set()
 
 
-@functools.lru_cache(maxsize=1)
-def _has_torch() -> bool:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
 
 def warn_once(message: str) -> None:
     """One ``RuntimeWarning`` per distinct message and process."""
@@ -425,9 +416,9 @@ def get_backend(name: typing.Optional[str] = "auto", dtype: typing.Any = None) -
     """A backend by name: ``auto`` (default; ``$EMEDGE_BACKEND`` when set), ``numpy``, ``torch``
     (CUDA when available, else CPU), ``torch:cpu``, ``torch:cuda[:i]``, ``cupy``, ``cupy:cuda:i``.
 
-    Without a GPU, ``auto`` takes PyTorch on the CPU for float32 frames (``dtype``; its
-    reductions ran about 1.5-2x NumPy's there in ``benchmarks/scalarize.py``) and NumPy otherwise
-    (integer frames: NumPy's tiled cast was the faster).
+    Without a GPU, ``auto`` takes NumPy for every ``dtype`` (accepted for callers that know it):
+    PyTorch on the CPU measured faster for float32 on an idle 2-core box but several times slower
+    when other work shares the cores, as it does in Swift.
 
     A GPU backend that cannot start (not installed, no device, driver error) gives NumPy and
     one warning; an unknown name raises :class:`~emedge_core.EmedgeError`.
@@ -438,8 +429,6 @@ def get_backend(name: typing.Optional[str] = "auto", dtype: typing.Any = None) -
     if name == "auto":
         cuda = _cuda_devices()
         name = "cupy" if cuda["cupy"] else "torch:cuda" if cuda["torch"] else "numpy"
-        if name == "numpy" and dtype is not None and np.dtype(dtype) == np.float32 and _has_torch():
-            name = "torch:cpu"
     kind, _, device = name.partition(":")
     if kind == "numpy":
         return Backend()

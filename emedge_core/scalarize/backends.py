@@ -386,7 +386,6 @@ class CupyBackend(_CudaBackend):
 _warned: set[str] = set()
 
 
-
 def warn_once(message: str) -> None:
     """One ``RuntimeWarning`` per distinct message and process."""
     if message not in _warned:

@@ -33,61 +33,10 @@ import numpy as np
 
 from emedge_core import emd
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compress_data import data_sets  # noqa: E402  (the data sets, shared with compress_gpu.py)
+
 TMP = "/dev/shm" if os.path.isdir("/dev/shm") else "/tmp"
-
-
-# ---------------------------------------------------------------- data sets
-
-
-def _disk(k: int, r: float) -> np.ndarray:
-    yy, xx = np.mgrid[:k, :k]
-    return ((yy - k / 2) ** 2 + (xx - k / 2) ** 2) < r ** 2
-
-
-def counting(scan: int, k: int, bg: float, bright: float, seed: int = 0) -> np.ndarray:
-    """Electron-counting 4D-STEM (scan, scan, k, k) uint16: Poisson background ``bg`` e/px, BF disk ``bright``."""
-    lam = np.where(_disk(k, k / 8), bright, bg).astype(np.float32)
-    return np.random.default_rng(seed).poisson(lam, (scan, scan, k, k)).astype(np.uint16)
-
-
-def integrating(scan: int, k: int, seed: int = 1) -> np.ndarray:
-    """Integrating-detector 4D-STEM (scan, scan, k, k) float32: disk 1000, background 10, N(0, 3) noise."""
-    base = np.where(_disk(k, k / 8), 1000.0, 10.0).astype(np.float32)
-    return (base + np.random.default_rng(seed).normal(0, 3, (scan, scan, k, k))).astype(np.float32)
-
-
-def eels_si(scan: int, channels: int, seed: int = 2) -> np.ndarray:
-    """EELS spectrum image (scan, scan, E) float32: power-law background + C/N/O edges + Poisson."""
-    rng = np.random.default_rng(seed)
-    e = np.linspace(100, 900, channels)
-    thick = 1 + 0.3 * np.sin(np.arange(scan) / 5)[:, None] * np.cos(np.arange(scan) / 7)[None, :]
-    edges = sum(w * (e > e0) * (e / e0) ** -2 for e0, w in ((284, 300), (401, 150), (532, 200)))
-    lam = thick[..., None] * (2e5 * (e / 100) ** -3 + edges)
-    return rng.poisson(lam).astype(np.float32)
-
-
-def insitu(frames: int, size: int, seed: int = 3) -> np.ndarray:
-    """In-situ image series (frames, size, size) uint16: a lattice drifting 0.3 px/frame + Poisson."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size].astype(np.float32)
-    out = np.empty((frames, size, size), np.uint16)
-    for t in range(frames):
-        x, y = xx + 0.3 * t, yy + 0.1 * t
-        out[t] = rng.poisson(40 + 30 * np.cos(2 * np.pi * x / 7) * np.cos(2 * np.pi * y / 7))
-    return out
-
-
-def data_sets(quick: bool) -> dict[str, tuple[np.ndarray, int]]:
-    """{name: (array, frame dimensions)}; --quick makes each a few MB."""
-    s, k = (8, 64) if quick else (32, 128)
-    return {
-        "counting_0.05": (counting(s, k, 0.05, 0.5), 2),
-        "counting_0.1": (counting(s, k, 0.1, 2.0), 2),
-        "counting_0.5": (counting(s, k, 0.5, 5.0), 2),
-        "integrating": (integrating(s, k), 2),
-        "eels_si": (eels_si(16 if quick else 64, 256 if quick else 1024), 1),
-        "insitu": (insitu(8 if quick else 64, 128 if quick else 512), 2),
-    }
 
 
 # ---------------------------------------------------------------- methods

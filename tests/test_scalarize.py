@@ -537,3 +537,36 @@ def test_auto_backend_without_a_gpu_is_numpy(monkeypatch: pytest.MonkeyPatch) ->
     assert repr(get_backend("auto", np.float32)) == "numpy"
     monkeypatch.setenv("EMEDGE_BACKEND", "torch:cpu")
     assert reduce("com", np.ones((4, 8, 8), np.float32)).backend == "torch:cpu"
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", ">u2", "int32", "float16", "float32", "float64"])
+def test_cpu_pass_matches_float64_projections_for_every_dtype(dtype: str) -> None:
+    from emedge_core.scalarize import cpu_kernels
+
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 200, (7, 12, 10)).astype(dtype)          # odd count: the last frame has no pair
+    flat = frames.reshape(7, -1)
+    rows, cols = np.indices((12, 10))
+    com_rows = np.stack([np.ones(120), (rows - 5.5).ravel(), (cols - 4.0).ravel()]).astype(np.float32)
+    masked = com_rows * (np.hypot(rows - 6, cols - 5) < 4).ravel()
+    axes = cpu_kernels.coordinate_axes(com_rows, (12, 10))
+    assert axes is not None and cpu_kernels.coordinate_axes(masked, (12, 10)) is None
+    truth_max = flat.astype(np.float64).max(axis=1)
+    for weights, ax in ((com_rows, axes), (com_rows, None), (masked, None), (masked[:1], None), (None, None)):
+        proj, maxv = cpu_kernels.project_max(flat, weights, True, ax)
+        w = np.ones((1, 120)) if weights is None else weights.astype(np.float64)
+        np.testing.assert_allclose(proj, w @ flat.astype(np.float64).T, rtol=1e-6, atol=1e-3)
+        assert np.array_equal(maxv, truth_max)
+
+
+def test_cpu_pass_lets_nan_and_inf_through_for_screening() -> None:
+    from emedge_core.scalarize import cpu_kernels
+
+    frames = np.ones((4, 8, 8), np.float32)
+    frames[1, 2, 3] = np.nan
+    frames[2, 7, 7] = np.inf
+    rows, cols = np.indices((8, 8))
+    weights = np.stack([np.ones(64), rows.ravel(), cols.ravel()]).astype(np.float32)
+    for ax in (cpu_kernels.coordinate_axes(weights, (8, 8)), None):
+        proj, _ = cpu_kernels.project_max(frames.reshape(4, -1), weights, False, ax)
+        assert np.isfinite(proj[0]).tolist() == [True, False, False, True]

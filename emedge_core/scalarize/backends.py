@@ -10,10 +10,9 @@ saturation is checked. Row 0 has weights >= 0: a NaN or inf pixel anywhere makes
 its projection non-finite (0 * NaN is NaN) and an all-zero frame makes it zero,
 so it screens the frames for bad ones at no extra cost.
 
-On NumPy the pass is tiled so each tile (512 KiB) is cast, maxed and multiplied
-while it sits in the core's cache: one read of the data from memory. The executor
-runs chunks on threads with BLAS held to one thread each (``threadpoolctl``), which
-scales where a k-row GEMM split over BLAS threads does not.
+On the CPU the pass is one compiled loop (Numba, :mod:`.cpu_kernels`) that reads each
+frame from memory once and releases the GIL; the executor runs chunks on threads, one
+per core.
 On CUDA the chunk goes through pinned host memory on a copy stream, so the
 transfer of chunk i+1 overlaps the compute on chunk i (:meth:`Backend.uploads`), and the
 shared pass is one fused kernel that reads each frame once (:mod:`.cuda_kernels`).
@@ -36,8 +35,6 @@ import numpy as np
 
 from emedge_core import EmedgeError
 
-#: bytes of float32 per CPU tile: in a core's L2 cache, and a GEMM OpenBLAS keeps on one thread
-TILE_BYTES = 512 << 10
 #: host copies into pinned staging memory larger than this are split over threads
 PARALLEL_COPY_BYTES = 8 << 20
 
@@ -88,6 +85,7 @@ class Backend:
 
         self.xp: typing.Any = xp
         self.device = "cpu"
+        self._axes: typing.Optional[tuple[typing.Any, typing.Any]] = None   # (weights, their coordinate axes)
 
     def __repr__(self) -> str:
         return f"{self.name}:{self.device}" if self.name != "numpy" else "numpy"
@@ -123,30 +121,19 @@ class Backend:
         for the frame totals alone. keep_frames: False when the reduction reads only the
         projections; ``Chunk.data`` is then the raw frames (any dtype), not a float32 copy.
         """
-        n = raw.shape[0]
-        p = int(np.prod(raw.shape[1:]))
-        src = np.ascontiguousarray(raw).reshape(n, p)
-        step = max(1, TILE_BYTES // (4 * p))
-        cast = src.dtype != np.float32
-        data = np.empty((n, p), np.float32) if cast and keep_frames else src
-        scratch = np.empty((min(step, n), p), np.float32) if cast and not keep_frames else None
-        proj = np.empty((1 if weights is None else weights.shape[0], n), np.float32)
-        maxv = np.empty(n, np.float32) if want_max else None
-        if weights is None:          # the totals as a GEMM too: faster than np.sum(axis=1) here
-            weights = np.ones((1, p), np.float32)
-        for i in range(0, n, step):
-            tile = slice(i, min(i + step, n))
-            if scratch is not None:               # cast into a cache-resident tile, written nowhere else
-                frames = scratch[:tile.stop - tile.start]
-                np.copyto(frames, src[tile], casting="unsafe")
-            else:
-                frames = data[tile]
-                if cast:
-                    np.copyto(frames, src[tile], casting="unsafe")
-            if maxv is not None:                  # on the float32 tile: faster than on uint16
-                np.max(frames, axis=1, out=maxv[tile])
-            for r in range(weights.shape[0]):     # k matrix-vector products: faster than one k-row GEMM
-                np.dot(frames, weights[r], out=proj[r, tile])
+        from emedge_core.scalarize import cpu_kernels
+
+        raw = np.asarray(raw)
+        src = raw.reshape(raw.shape[0], -1)
+        if keep_frames and src.dtype != np.float32:
+            src = src.astype(np.float32)
+        axes = None
+        if weights is not None:             # looked at once per weights array (per data set)
+            if self._axes is None or self._axes[0] is not weights:
+                self._axes = (weights, cpu_kernels.coordinate_axes(weights, raw.shape[1:]))
+            axes = self._axes[1]
+        proj, maxv = cpu_kernels.project_max(src, weights, want_max, axes)
+        data = src if keep_frames else raw
         return Chunk(data.reshape(raw.shape), proj, maxv)
 
 

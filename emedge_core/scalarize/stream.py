@@ -25,15 +25,15 @@ import time
 import typing
 
 import numpy as np
-import threadpoolctl
 
 from emedge_core import EmedgeError
 from emedge_core.instrument import Frames
 from emedge_core.scalarize.backends import Backend, get_backend, warn_once
 from emedge_core.scalarize.base import Reason, Scalarizer, Signal, from_spec, screen
 
-#: default bytes (as float32) per chunk: fits the CPU's cache / a GPU's copy pipeline
-CHUNK_BYTES = {"numpy": 8 << 20, "gpu": 64 << 20}
+#: default bytes (as float32) per chunk. CPU: large enough that the per-chunk Python work (screening,
+#: merging) is a few % of the compiled pass (8 MiB lost 25-40 %, measured); GPU: the copy pipeline's
+CHUNK_BYTES = {"numpy": 32 << 20, "gpu": 64 << 20}
 #: chunks looked through for a good frame to resolve "auto" parameters from
 SAMPLE_CHUNKS = 64
 
@@ -118,13 +118,20 @@ def _energy(energy_eV: typing.Optional[np.ndarray], sig: tuple[int, ...], kind: 
     return e
 
 
-def _sample(chunk: np.ndarray, signal: Signal) -> np.ndarray:
-    """Up to 64 good frames (right shape, finite, not all zero) of ``chunk`` as (m, *sig) float64."""
+def _sample(chunk: np.ndarray, signal: Signal, want: int = 64) -> np.ndarray:
+    """Up to ``want`` good frames (right shape, finite, not all zero) among the first 256 of
+    ``chunk``, as (m, *sig) float64; read ``want`` frames at a time."""
     if tuple(chunk.shape[1:]) != signal.shape or chunk.dtype.kind not in "uif":
         return np.zeros((0,) + signal.shape)
-    flat = np.asarray(chunk[:256], np.float64).reshape(-1, signal.pixels)
-    good = flat[np.isfinite(flat).all(axis=1) & (flat != 0).any(axis=1)][:64]
-    return good.reshape((-1,) + signal.shape)
+    good: list[np.ndarray] = []
+    found = 0
+    for start in range(0, min(len(chunk), 256), want):
+        flat = np.asarray(chunk[start:start + want], np.float64).reshape(-1, signal.pixels)
+        good.append(flat[np.isfinite(flat).all(axis=1) & (flat != 0).any(axis=1)])
+        found += len(good[-1])
+        if found >= want:
+            break
+    return np.concatenate(good)[:want].reshape((-1,) + signal.shape) if good else np.zeros((0,) + signal.shape)
 
 
 def _weights(scalarizer: Scalarizer, signal: Signal, sample: np.ndarray) -> typing.Optional[np.ndarray]:
@@ -188,14 +195,12 @@ def _reduce_chunk(s: Scalarizer, signal: Signal, be: Backend, weights: typing.An
 def _results(s: Scalarizer, signal: Signal, be: Backend, weights: typing.Any, chunks: typing.Iterator[np.ndarray],
              threads: int, skip: bool) -> typing.Iterator[tuple[np.ndarray, np.ndarray]]:
     """Per-chunk results in order; on NumPy with ``threads`` > 1, that many chunks at a time
-    (NumPy and BLAS release the GIL; BLAS is held to one thread meanwhile, for the whole
-    process), at most 2 x threads chunks in memory."""
+    (the compiled pass releases the GIL), at most 2 x threads chunks in memory."""
     if threads <= 1 or be.name != "numpy":
         for host, dev in be.uploads(chunks):
             yield _reduce_chunk(s, signal, be, weights, host, dev, skip)
         return
-    with threadpoolctl.threadpool_limits(1, user_api="blas"), \
-            concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="emedge-scalarize") as pool:
+    with concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="emedge-scalarize") as pool:
         pending: collections.deque[concurrent.futures.Future[tuple[np.ndarray, np.ndarray]]] = collections.deque()
         for host in chunks:
             pending.append(pool.submit(_reduce_chunk, s, signal, be, weights, host, host, skip))
@@ -213,7 +218,7 @@ def reduce(scalarizer: typing.Union[str, dict[str, typing.Any], Scalarizer], sou
 
     scan_shape: (H, W) for a stream or an (n, *sig) array (n = H*W); default: the source's
     own navigation shape, or (n,) for a stream. energy_eV / mrad_per_px: calibration when the
-    source carries none. chunk_bytes: float32 bytes per chunk (default 8 MiB CPU, 64 MiB GPU).
+    source carries none. chunk_bytes: float32 bytes per chunk (default 32 MiB CPU, 64 MiB GPU).
     threads: CPU chunks reduced at once on NumPy (default: the CPU count, at most 4).
     """
     s = from_spec(scalarizer)

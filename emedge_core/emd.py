@@ -45,9 +45,11 @@ import numpy as np
 
 from emedge_core import EmedgeError, __version__
 from emedge_core import compress
-from emedge_core.provenance import CHECKSUM_ALGORITHM, checksum
+from emedge_core.compress.crc import checksum
+from emedge_core.provenance import CHECKSUM_ALGORITHM
 
 CHUNK_BYTES = 1 << 20          # target raw size of one HDF5 chunk: 1 MiB
+FLUSH_SECONDS = 0.25          # the longest a written chunk waits for its flush (kill -9 keeps every flushed chunk)
 Dim = tuple[str, str, float, float]     # (name, units, start, step) of one axis
 
 
@@ -130,7 +132,9 @@ class ArraySink:
         self._k = 0                       # frames in the buffer
         self._runs = chunk_runs(self.nav_shape, self.c, self.r) if self.nav_shape else None
         self._run_len = self._next_run_len()
-        self.frames_written, self.raw_bytes, self.seconds, self._n_chunks = 0, 0, 0.0, 0
+        self.frames_written, self.raw_bytes, self.seconds, self._n_chunks = 0, 0, 0.0, 0   # frames_written: flushed
+        self._committed = 0               # frames handed to HDF5 (flushed or not)
+        self._flushed_at = -np.inf        # time.monotonic() of the last flush
         self._vmax = -np.inf
         self._ds: dict[str, h5py.Dataset] = {}
         self._pool: typing.Any = None
@@ -169,7 +173,7 @@ class ArraySink:
             raise EmedgeError(f"{self.name}: frames of shape {a.shape[1:]} do not match frame shape {self.frame_shape}")
         if a.dtype != self.dtype:
             raise EmedgeError(f"{self.name}: frames have dtype {a.dtype}, the array was opened for {self.dtype}")
-        if self.total is not None and self.frames_written + self._k + len(a) > self.total:
+        if self.total is not None and self._committed + self._k + len(a) > self.total:
             raise EmedgeError(f"{self.name}: more frames than the scan shape {self.nav_shape} holds")
         t0 = time.perf_counter()
         inflight: collections.deque[tuple[np.ndarray, int, bool, typing.Any]] = collections.deque()
@@ -241,8 +245,8 @@ class ArraySink:
         return transform is not None and not transform.lossless
 
     def _commit(self, block: np.ndarray, k: int, owned: bool, pending: typing.Any) -> None:
-        """Write one chunk (``pending``: its encoding future, or its bytes / None to encode now), its
-        checksum and ``frames_written``, then flush the file."""
+        """Write one chunk (``pending``: its encoding future, or its bytes / None to encode now) and
+        record its checksum; flush when the last flush is ``FLUSH_SECONDS`` old (the first chunk at once)."""
         if hasattr(pending, "result"):
             crc, payload, vmax = pending.result()
         else:
@@ -252,22 +256,40 @@ class ArraySink:
         else:
             self._write_dense(payload, k)
         n, step = self._n_chunks, len(self._crcs)
-        if n % step == 0:                          # grown in steps; frames_written says which entries count
-            self._ds["checksums"].resize((n + step,))
+        if n and n % step == 0:                    # a full HDF5 chunk of CRCs: on to the file before reuse
+            self._write_crcs(n - step)
             self._crcs[:] = 0
-        self._crcs[n % step] = crc                 # the whole (uncompressed) chunk of CRCs, as HDF5 stores it
-        self._ds["checksums"].id.write_direct_chunk((n - n % step,), self._crcs)
+        self._crcs[n % step] = crc
         self._n_chunks += 1
         if self._lossy_transform and k:
             self._vmax = max(self._vmax, vmax)       # the stated bound grows with the largest value
-            self.group.attrs["emedge_error_bound"] = json.dumps(self.codec.error_bound(np.array([self._vmax])),
-                                                                default=float)
-        self.frames_written += k
-        self._frames_attr.write(np.array(self.frames_written, np.int64))
-        self.group.file.flush()
+        self._committed += k
         self.raw_bytes += k * self._buf[0].nbytes
         if owned and len(self._spare) < 2:
             self._spare.append(block)
+        if time.monotonic() - self._flushed_at >= FLUSH_SECONDS:
+            self.flush()
+
+    def _write_crcs(self, start: int) -> None:
+        """The HDF5 chunk of checksums from entry ``start`` (whole and uncompressed, as HDF5 stores it)."""
+        ck = self._ds["checksums"]
+        if ck.shape[0] < start + len(self._crcs):      # grown in steps; frames_written says which entries count
+            ck.resize((start + len(self._crcs),))
+        ck.id.write_direct_chunk((start,), self._crcs)
+
+    def flush(self) -> None:
+        """Make every written chunk durable: checksums, error bound and ``frames_written``, then the
+        HDF5 flush. A crash (kill -9) keeps every frame up to the last flush."""
+        if self._committed == self.frames_written or not self._ds:
+            return
+        step = len(self._crcs)
+        self._write_crcs((self._n_chunks - 1) // step * step)
+        if self._lossy_transform:
+            self.group.attrs["emedge_error_bound"] = json.dumps(self.codec.error_bound(np.array([self._vmax])),
+                                                                default=float)
+        self._frames_attr.write(np.array(self._committed, np.int64))
+        self.group.file.flush()
+        self.frames_written, self._flushed_at = self._committed, time.monotonic()
 
     def _executor(self) -> typing.Any:
         if self._pool is None:
@@ -279,10 +301,10 @@ class ArraySink:
     def _write_dense(self, payload: bytes, k: int) -> None:
         d = self._ds["data"]
         if self.nav_shape is None:
-            offset = (self.frames_written,) + (0,) * len(self.frame_shape)
-            d.resize((self.frames_written + k, *self.frame_shape))
+            offset = (self._committed,) + (0,) * len(self.frame_shape)
+            d.resize((self._committed + k, *self.frame_shape))
         else:
-            nav = np.unravel_index(self.frames_written, self.nav_shape)
+            nav = np.unravel_index(self._committed, self.nav_shape)
             offset = tuple(int(i) for i in nav) + (0,) * len(self.frame_shape)
         d.id.write_direct_chunk(offset, payload)
 
@@ -343,6 +365,9 @@ class ArraySink:
             self._commit(*inflight.popleft())
             self._k = 0
             self.seconds += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        self.flush()
+        self.seconds += time.perf_counter() - t0
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
@@ -427,6 +452,11 @@ class StreamWriter:
     def append(self, frames: np.ndarray) -> None:
         """Add frames (k, *frame_shape) or one frame in scan order; full chunks go to disk."""
         self._guard(self.sink.append, frames)
+
+    def flush(self) -> None:
+        """Make every chunk written so far durable now (``append`` flushes every ``FLUSH_SECONDS``
+        while it writes, and ``close`` at the end; call this when a stream pauses)."""
+        self._guard(self.sink.flush)
 
     def write_array(self, name: str, array: np.ndarray, codec: typing.Any = "auto",
                     sig_ndim: typing.Optional[int] = None, dims: typing.Optional[typing.Sequence[Dim]] = None,
@@ -608,10 +638,12 @@ def _read_dense(g: h5py.Group, codec: typing.Any, dtype: np.dtype, nav_ndim: int
     growing = d.maxshape[0] is None and nav_ndim == 1
     shape = ((min(written, d.shape[0]),) if growing else d.shape[:nav_ndim]) + d.shape[nav_ndim:]
     if codec.transform is None:
-        return d[:shape[0]]
-    out = np.zeros(shape, dtype)
-    for nav, _, _ in chunk_runs(shape[:nav_ndim], c):
-        out[nav] = codec.inverse(d[nav], nav_ndim - 1, dtype)
+        out = d[:shape[0]]
+    else:
+        out = np.zeros(shape, dtype)
+        for nav, _, _ in chunk_runs(shape[:nav_ndim], c):
+            out[nav] = codec.inverse(d[nav], nav_ndim - 1, dtype)
+    out.reshape((-1, *shape[nav_ndim:]))[written:] = 0    # chunks written after the last flush: not vouched for
     return out
 
 

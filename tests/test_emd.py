@@ -131,6 +131,32 @@ def test_stream_writer_holds_one_chunk_in_memory_and_checks_frames(tmp_path) -> 
     assert np.array_equal(emd.read(path, "series"), DATA["series"])
 
 
+def test_chunk_checksum_is_zlib_crc32_whichever_implementation_computes_it() -> None:
+    from emedge_core.compress import crc
+
+    rng = np.random.default_rng(5)
+    for a in (DATA["counting"], DATA["integrating"][:, ::2], np.zeros(0, np.uint8), rng.random(1001)):
+        assert crc.checksum(a) == zlib.crc32(np.ascontiguousarray(a).data) == provenance.checksum(a)
+    assert crc.IMPLEMENTATION in ("isal", "zlib")
+
+
+def test_stream_writer_flushes_the_first_chunk_then_on_its_interval_and_on_demand(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(emd, "FLUSH_SECONDS", 1e9)            # no interval flush within this test
+    path = str(tmp_path / "f.h5")
+    frames = DATA["series"]
+    w = emd.StreamWriter(path, "series", frames.shape[1:], frames.dtype, codec="blosc2:threads=1", chunk_frames=2)
+    w.append(frames[:2])
+    assert w.sink.frames_written == 2                         # the first chunk is flushed at once
+    w.append(frames[2:6])
+    assert w.sink.frames_written == 2                         # written, not yet flushed
+    w.flush()
+    assert w.sink.frames_written == 6
+    w.append(frames[6:])
+    w.close()
+    assert w.sink.frames_written == len(frames)
+    assert np.array_equal(emd.read(path, "series"), frames)
+
+
 def test_fixed_scan_refuses_extra_frames_and_reports_missing_ones(tmp_path) -> None:
     w = emd.StreamWriter(str(tmp_path / "s.h5"), "cube", (32, 32), np.uint16, nav_shape=(2, 2), codec="raw")
     with pytest.raises(EmedgeError, match="more frames"):
@@ -149,7 +175,8 @@ i = 0
 while True:
     w.append(np.random.default_rng(i).poisson(0.3, (4, 64, 64)).astype(np.uint16))
     i += 4
-    if i == 40:
+    if i == 40:                 # chunks are flushed every emd.FLUSH_SECONDS; make these 40 frames durable now
+        w.flush()
         print("ready", flush=True)
 """
 

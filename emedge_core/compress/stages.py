@@ -163,7 +163,7 @@ class Blosc2(Stage):
         chunk = np.ascontiguousarray(chunk)
         kit = _frame_kit(self, chunk.shape, chunk.dtype)
         if kit is not None:
-            body = blosc2.compress2(chunk, cparams=self.cparams(chunk.shape, chunk.dtype, kit.blocksize))
+            body = blosc2.compress2(chunk, cparams=_cparams_dict(self, chunk.dtype, kit.blocksize))
             if not body[31] & 0x70:                     # not a special (all-zero / NaN) chunk: frames hold those apart
                 return kit.frame(body)
         arr = _template(self, chunk.shape, chunk.dtype)
@@ -185,6 +185,21 @@ class Blosc2(Stage):
 
     def decode_chunk(self, payload: bytes, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         return np.asarray(blosc2.ndarray_from_cframe(payload)[()]).reshape(shape).astype(dtype, copy=False)
+
+
+_CPARAMS: dict[tuple[typing.Any, ...], dict[str, typing.Any]] = {}
+
+
+def _cparams_dict(stage: "Blosc2", dtype: np.dtype, blocksize: int) -> dict[str, typing.Any]:
+    """``stage.cparams`` as the plain dict ``blosc2.compress2`` takes, built once per settings: given a
+    ``CParams``, compress2 converts it with ``dataclasses.asdict`` on every call (tens of us, GIL held)."""
+    key = (tuple(sorted(stage.params.items())), np.dtype(dtype).str, blocksize)
+    found = _CPARAMS.get(key)
+    if found is None:
+        if len(_CPARAMS) >= 64:
+            _CPARAMS.clear()
+        found = _CPARAMS[key] = dataclasses.asdict(stage.cparams((), np.dtype(dtype), blocksize))
+    return found
 
 
 def _blocks(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:

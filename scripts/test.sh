@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# LiberTEM + py4DSTEM (NumPy 1.26) and abTEM in their own venvs, for the agreement tests (about 1-2 min once)
+bash benchmarks/setup_peers_scalarize.sh >&2
 # one-node Slurm + slurmrestd on 127.0.0.1 (needs root); exports SLURM_REST_URL/USER/TOKEN for the slurm tests
 if [ "$(id -u)" = 0 ]; then eval "$(bash scripts/start-slurm.sh)"; else echo "[test] not root: no Slurm, slurm tests skip (fail when CI=true)" >&2; fi
 # Xvfb, ImageMagick and Qt's X11 libraries for the Swift GUI test (tests/test_gui_swift.py starts its own Xvfb)

@@ -228,15 +228,16 @@ class ArraySink:
             block[k:] = 0                   # a short run (edge of the scan, end of a series) is zero-padded
         payload: typing.Optional[bytes] = None
         if self.codec is None:              # auto: choose on the first chunk, keep the winner's bytes for it
-            from emedge_core.compress.auto import pick
+            from emedge_core.compress.auto import pick, trial_sample
 
             nav_ndim = len(self.nav_shape) if self.nav_shape else 1
             chunk = np.ascontiguousarray(block).reshape(self._chunk_nav + self.frame_shape)
-            big = self.threads > 1 and chunk.nbytes >= 1 << 16      # small arrays: no threads for the trial
-            choice = pick([chunk], nav_ndim - 1, threads=compress.auto_threads(self._auto),
+            sample = trial_sample(chunk, nav_ndim - 1)
+            big = self.threads > 1 and sample.nbytes >= 1 << 16     # small samples: no threads for the trial
+            choice = pick([sample], nav_ndim - 1, threads=compress.auto_threads(self._auto),
                           pool=self._executor() if big else None)
             self.codec = choice.codec
-            payload = choice.payloads[0] if choice.payloads else None
+            payload = choice.payloads[0] if choice.payloads and sample is chunk else None
         if not self._ds:
             self._create()
         if self.threads > 1 and self.codec.kind != "sparse":

@@ -124,6 +124,23 @@ def test_auto_picks_the_best_ratio_deterministically() -> None:
     assert {"blosc2", "delta+blosc2", "raw"} <= set(ratios)
 
 
+def test_auto_tries_a_quarter_of_a_long_first_chunk_and_the_file_stays_exact(tmp_path) -> None:
+    from emedge_core import emd
+    from emedge_core.compress.auto import TRIAL_FRAMES, pick, trial_sample
+
+    chunk = np.zeros((2, 4 * TRIAL_FRAMES, 3, 3), np.uint16)
+    assert trial_sample(chunk, 1).shape == (2, TRIAL_FRAMES, 3, 3)
+    short = chunk[:, :4 * TRIAL_FRAMES - 1]
+    assert trial_sample(short, 1) is short
+    rng = np.random.default_rng(7)
+    a = rng.poisson(0.2, (2, 64, 32, 32)).astype(np.uint16)     # one chunk of 2 rows x 64 frames
+    path = str(tmp_path / "a.h5")
+    emd.write(path, {"a": a}, codec="auto")
+    assert np.array_equal(emd.read(path, "a"), a)
+    chosen = emd.info(path)["arrays"]["a"]["codec"]
+    assert chosen == pick([trial_sample(a, 1)], 1, threads=None).codec.spec
+
+
 def test_auto_needs_a_sample() -> None:
     with pytest.raises(EmedgeError, match="sample"):
         compress.get("auto")

@@ -1,6 +1,9 @@
 """The closed loop: survey -> patches -> (suggest -> measure -> scalarize -> observe)* -> result.
 
-:class:`Experiment` drives any instrument, scalarizer, steerer and stopping rules. It
+:class:`Experiment` drives any instrument, scalarizer, steerer and stopping rules. With
+``drift_every`` it re-takes the survey now and then and sends the probe where the specimen has
+drifted to (:mod:`emedge_core.drift`); the first frames are checked against the instrument's
+stated calibration (:mod:`emedge_core.consistency`) and any disagreement is kept and warned. It
 calls ``callback(step)`` after every step (Swift panels hang their live maps there), can
 be paused, resumed and stopped from another thread, and returns an
 :class:`ExperimentResult` holding everything a file needs.
@@ -11,13 +14,15 @@ import dataclasses
 import threading
 import time
 import typing
+import warnings
 
 import numpy as np
 
-from emedge_core import EmedgeError, __version__
+from emedge_core import EmedgeError, __version__, consistency
 from emedge_core.acquisition import make_acquisition
 from emedge_core.dkl import DKLRegressor, Posterior
-from emedge_core.instrument import Instrument, Survey
+from emedge_core.drift import DriftTracker
+from emedge_core.instrument import Frames, Instrument, Survey
 from emedge_core.patches import make_patches
 from emedge_core.scalarize import Scalarizer, from_spec
 from emedge_core.steer import Steerer
@@ -34,7 +39,9 @@ class ExperimentConfig:
     network (None = all W*W pixels); seed: makes the run repeatable;
     travel: travel-distance penalty; stop_uncertainty: stop when max predictive std < this
     (scalar units); stop_predictability: (k, tolerance) - stop when the last k were predicted
-    within tolerance; model: keyword arguments of :class:`~emedge_core.dkl.DKLRegressor`.
+    within tolerance; model: keyword arguments of :class:`~emedge_core.dkl.DKLRegressor`;
+    drift_every: re-take the survey every this many steps, measure the specimen drift against the
+    first survey and move every later probe position by it (None: never).
     """
 
     budget: int = 100
@@ -50,6 +57,7 @@ class ExperimentConfig:
     stop_uncertainty: typing.Optional[float] = None
     stop_predictability: typing.Optional[tuple[int, float]] = None
     model: dict[str, typing.Any] = dataclasses.field(default_factory=dict)
+    drift_every: typing.Optional[int] = None
 
     def rules(self) -> list[StoppingRule]:
         rules: list[StoppingRule] = [Budget(self.budget)]
@@ -98,6 +106,9 @@ class ExperimentResult:
     n_candidates: int
     version: str = __version__
     step_measured: list[int] = dataclasses.field(default_factory=list)   # measurements made by each step's end
+    probe_positions: typing.Optional[np.ndarray] = None   # (n, 2) int where the probe went (positions + drift)
+    drift: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 4)))   # (k, 4) n, dy px, dx px, s
+    findings: list[dict[str, typing.Any]] = dataclasses.field(default_factory=list)   # metadata the frames contradict
 
     def summary(self) -> dict[str, typing.Any]:
         """The JSON contract of ``emedge run --json`` (and summary.json)."""
@@ -116,6 +127,8 @@ class ExperimentResult:
             "scalarizer": self.scalarizer,
             "acquisition": self.config.acquisition,
             "version": self.version,
+            "drift_px": self.drift[-1, 1:3].tolist() if len(self.drift) else None,
+            "findings": self.findings,
         }
 
 
@@ -138,6 +151,8 @@ class Experiment:
                               "steering needs a value per position as it is measured")
         if self.config.budget < 1:
             raise EmedgeError("budget must be >= 1")
+        if self.config.drift_every is not None and self.config.drift_every < 1:
+            raise EmedgeError("drift_every must be >= 1 step")
         self._stop = threading.Event()
         self._running = threading.Event()
         self._running.set()
@@ -178,6 +193,10 @@ class Experiment:
         rules = cfg.rules()
         # the random baseline needs the model only for the final maps, unless someone watches
         needs_model = cfg.acquisition != "random" or callback is not None or len(rules) > 1
+        state = self.instrument.state()
+        tracker = DriftTracker(survey.image) if cfg.drift_every else None
+        findings: list[dict[str, typing.Any]] = []
+        probes: list[np.ndarray] = []
         frames: list[np.ndarray] = []
         reasons: list[np.ndarray] = []
         axis: dict[str, typing.Any] = {}
@@ -186,6 +205,7 @@ class Experiment:
         max_std: list[float] = []
         stopped_by = "stopped"
         bar = _progress(cfg.budget, progress)
+        started = time.perf_counter()
         try:
             step = 0
             while True:
@@ -203,8 +223,17 @@ class Experiment:
                 if len(positions) == 0:
                     stopped_by = "budget"
                     break
-                measured = self.instrument.measure(positions)
+                probe = positions
+                if tracker is not None:
+                    if step > 0 and step % typing.cast(int, cfg.drift_every) == 0:
+                        tracker.update(self.instrument.survey().image, len(steerer.order),
+                                       time.perf_counter() - started)
+                    probe = tracker.correct(positions, survey.shape)
+                measured = self.instrument.measure(probe)
+                if step == 0:
+                    findings = _check(measured, state)
                 result = self.scalarizer(measured)
+                probes.append(np.asarray(probe, np.int64))
                 steerer.observe(positions, result.values)
                 frames.append(np.asarray(measured.data))
                 reasons.append(result.reason)
@@ -237,7 +266,18 @@ class Experiment:
             prediction=patches.to_map(post.mean) if post is not None else nan_map,
             uncertainty=patches.to_map(post.std) if post is not None else nan_map.copy(),
             step_seconds=step_seconds, max_std=max_std, stopped_by=stopped_by,
-            instrument_state=self.instrument.state(), n_candidates=len(patches), step_measured=step_measured)
+            instrument_state=state, n_candidates=len(patches), step_measured=step_measured,
+            probe_positions=np.concatenate(probes) if probes else np.zeros((0, 2), np.int64),
+            drift=tracker.as_array() if tracker is not None else np.zeros((0, 4)), findings=findings)
+
+
+def _check(frames: Frames, state: dict[str, typing.Any]) -> list[dict[str, typing.Any]]:
+    """The consistency findings on the first frames, each also raised as a warning."""
+    out = []
+    for finding in consistency.check(frames, state):
+        warnings.warn(f"metadata disagrees with the data: {finding.message}", RuntimeWarning, stacklevel=3)
+        out.append(finding.as_dict())
+    return out
 
 
 class _NoBar:

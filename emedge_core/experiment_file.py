@@ -4,9 +4,11 @@
 ``/experiment``, every array compressed losslessly with the codec ``auto`` picks, provenance and
 per-chunk CRC-32): survey (H, W), positions (n, 2) int, values (n,), reasons (n,) uint8, frames
 (n, *sig), energy_eV (E,) for spectra, prediction and uncertainty (H, W), step_seconds and max_std
-per step; each is the EMD array group ``/experiment/<name>`` with its values in ``data``. Root
-attributes hold the configuration, scalarizer, instrument state (JSON), package version and the
-rule that stopped it. :class:`emedge_core.replay.Replay` and :func:`emedge_core.emd.read` read it.
+per step, probe_positions (n, 2) where the probe went (positions moved by the drift) and, when
+drift was tracked, drift (k, 4): measurements so far, dy px, dx px, seconds; each is the EMD array
+group ``/experiment/<name>`` with its values in ``data``. Root attributes hold the configuration,
+scalarizer, instrument state (JSON), package version, the rule that stopped it and ``findings``
+(JSON: metadata the frames contradict, :mod:`emedge_core.consistency`). :class:`emedge_core.replay.Replay` and :func:`emedge_core.emd.read` read it.
 """
 from __future__ import annotations
 
@@ -31,11 +33,12 @@ def write_experiment(result: ExperimentResult, out_dir: str) -> dict[str, str]:
         "signal_kind": result.signal_kind, "stopped_by": result.stopped_by, "version": result.version,
         "survey_pixel_size_nm": result.survey.pixel_size_nm, "config": json.dumps(dataclasses.asdict(result.config)),
         "scalarizer": json.dumps(result.scalarizer),
-        "instrument_state": json.dumps(result.instrument_state, default=emd.jsonable)}
+        "instrument_state": json.dumps(result.instrument_state, default=emd.jsonable),
+        "findings": json.dumps(result.findings)}
     if "energy_eV" not in result.frame_axis and result.frame_axis.get("mrad_per_px") is not None:
         attrs["mrad_per_px"] = float(result.frame_axis["mrad_per_px"])
     prov = provenance.collect({"config": dataclasses.asdict(result.config), "scalarizer": result.scalarizer,
-                               "command": "emedge run"}, result.instrument_state)
+                               "command": "emedge run", "findings": result.findings}, result.instrument_state)
     emd.write(paths["h5"], arrays, codec="auto", provenance=prov, root="experiment", sig_ndim=sig, dims=dims,
               attrs=attrs)
     with open(paths["summary"], "w") as fp:
@@ -54,7 +57,12 @@ def _arrays(result: ExperimentResult) -> tuple[dict[str, np.ndarray], dict[str, 
               "prediction": result.prediction, "uncertainty": result.uncertainty,
               "step_seconds": np.asarray(result.step_seconds, np.float64),
               "max_std": np.asarray(result.max_std, np.float64)}
-    sig = {"survey": 1, "prediction": 1, "uncertainty": 1, "positions": 1, "frames": result.frames.ndim - 1}
+    if result.probe_positions is not None:
+        arrays["probe_positions"] = result.probe_positions.astype(np.int64)
+    if len(result.drift):
+        arrays["drift"] = np.asarray(result.drift, np.float64)
+    sig = {"survey": 1, "prediction": 1, "uncertainty": 1, "positions": 1, "probe_positions": 1, "drift": 1,
+           "frames": result.frames.ndim - 1}
     scan = [("y", "nm", 0.0, px), ("x", "nm", 0.0, px)]
     dims: dict[str, list[emd.Dim]] = {"survey": scan, "prediction": scan, "uncertainty": scan}
     if "energy_eV" in result.frame_axis:

@@ -29,6 +29,7 @@ from emedge_core.instrument import Frames, Survey, check_positions
 ENERGY_OFFSET_EV = -10.0
 ENERGY_STEP_EV = 0.5
 EDGE_EV = 99.0
+SURVEY_DOSE = 200.0     # electrons per survey pixel (HAADF)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +40,11 @@ class TwinSpec:
     defects; dose: electrons per measured frame; signal: "spectrum" or "diffraction";
     channels: EELS channels (0.5 eV each from -10 eV); detector: diffraction pattern edge (px);
     seed: everything random derives from it.
+    drift_px_per_frame: (dy, dx) px the specimen moves under the scan per measured frame
+    (a later ``survey()`` shows it moved; measurements land on the moved specimen).
+    energy_offset_eV: error of the stated energy axis (it reads the true energies + this).
+    stated_convergence_mrad: the semi-angle ``state()`` claims (None: the true 25 mrad).
+    The last two make metadata that disagrees with the frames, for the consistency checks.
     """
 
     size: int = 128
@@ -50,6 +56,9 @@ class TwinSpec:
     detector: int = 32
     seed: int = 0
     pixel_size_nm: float = 0.05
+    drift_px_per_frame: tuple[float, float] = (0.0, 0.0)
+    energy_offset_eV: float = 0.0
+    stated_convergence_mrad: typing.Optional[float] = None
 
     def __post_init__(self) -> None:
         if self.size < 16:
@@ -60,6 +69,8 @@ class TwinSpec:
             raise ValueError("dose must be > 0 electrons per frame")
         if self.defects < 0:
             raise ValueError("defects must be >= 0")
+        if len(self.drift_px_per_frame) != 2 or not np.isfinite(self.drift_px_per_frame).all():
+            raise ValueError("drift_px_per_frame must be two finite numbers (dy, dx)")
 
 
 def _gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
@@ -78,6 +89,7 @@ class DigitalTwin:
         self.spec = spec if spec is not None else TwinSpec(**knobs)
         self.signal_kind = self.spec.signal
         self._rng = np.random.default_rng(self.spec.seed + 1)
+        self._frames_measured = 0
         self._build()
 
     # -- specimen ----------------------------------------------------------------
@@ -182,10 +194,10 @@ class DigitalTwin:
         self.descriptor = desc.astype(np.float32)
         self.field = np.stack([fy, fx], axis=-1).astype(np.float32)   # (H, W, 2) CoM shift in detector px
         self._haadf_clean = haadf.astype(np.float32)
-        survey_dose = 200.0
-        noisy = np.random.default_rng(s.seed + 2).poisson(haadf * survey_dose) / survey_dose
+        noisy = np.random.default_rng(s.seed + 2).poisson(haadf * SURVEY_DOSE) / SURVEY_DOSE
         self._survey = Survey(noisy.astype(np.float32), pixel_size_nm=s.pixel_size_nm, origin_nm=(0.0, 0.0))
-        self.energy_eV = (ENERGY_OFFSET_EV + ENERGY_STEP_EV * np.arange(s.channels)).astype(np.float64)
+        self._true_energy_eV = (ENERGY_OFFSET_EV + ENERGY_STEP_EV * np.arange(s.channels)).astype(np.float64)
+        self.energy_eV = self._true_energy_eV + s.energy_offset_eV      # the axis the frames are labelled with
 
     # -- frames ------------------------------------------------------------------
     def _clean_frames(self, pos: np.ndarray) -> np.ndarray:
@@ -194,7 +206,7 @@ class DigitalTwin:
         r, c = pos[:, 0], pos[:, 1]
         t = self.thickness[r, c].astype(np.float64)[:, None]
         if s.signal == "spectrum":
-            e = self.energy_eV[None, :]
+            e = self._true_energy_eV[None, :]
             ep = 16.0 + 5.0 * self.descriptor[r, c].astype(np.float64)[:, None]
             width = 3.0
             zlp = np.exp(-0.5 * (e / 0.5) ** 2)
@@ -221,13 +233,33 @@ class DigitalTwin:
             return Frames(data, "spectrum", energy_eV=self.energy_eV)
         return Frames(data, "diffraction", mrad_per_px=25.0 / (self.spec.detector / 5.0))
 
+    # -- drift ---------------------------------------------------------------------
+    @property
+    def drift_px(self) -> tuple[float, float]:
+        """(dy, dx) px the specimen has moved under the scan so far."""
+        dy, dx = self.spec.drift_px_per_frame
+        return dy * self._frames_measured, dx * self._frames_measured
+
+    def _on_specimen(self, pos: np.ndarray) -> np.ndarray:
+        """The specimen pixels (n, 2) under scan positions ``pos`` now (the specimen moved by +drift)."""
+        moved = np.rint(pos - np.asarray(self.drift_px)).astype(np.int64)
+        return np.clip(moved, 0, np.asarray(self._survey.shape) - 1)
+
     # -- the Instrument interface -------------------------------------------------
     def survey(self) -> Survey:
-        return self._survey
+        """The HAADF survey; once the specimen has drifted, a new noisy scan of the moved specimen."""
+        if self.drift_px == (0.0, 0.0):
+            return self._survey
+        from scipy import ndimage
+
+        clean = ndimage.shift(self._haadf_clean.astype(np.float64), self.drift_px, order=1, mode="nearest")
+        image = self._rng.poisson(np.clip(clean, 0, None) * SURVEY_DOSE) / SURVEY_DOSE
+        return dataclasses.replace(self._survey, image=image.astype(np.float32))
 
     def measure(self, positions: np.ndarray) -> Frames:
         pos = check_positions(positions, self._survey.shape)
-        clean = self._clean_frames(pos)
+        clean = self._clean_frames(self._on_specimen(pos))
+        self._frames_measured += len(pos)
         return self._wrap(self._rng.poisson(clean).astype(np.float32))
 
     def state(self) -> dict[str, typing.Any]:
@@ -236,7 +268,7 @@ class DigitalTwin:
             "instrument": "digital twin",
             "twin": dataclasses.asdict(s),
             "high_tension_V": 200e3,
-            "convergence_semiangle_mrad": 25.0,
+            "convergence_semiangle_mrad": 25.0 if s.stated_convergence_mrad is None else s.stated_convergence_mrad,
             "probe_current_pA": 50.0,
             "defocus_nm": 0.0,
             "survey_pixel_size_nm": s.pixel_size_nm,

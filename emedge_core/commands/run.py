@@ -10,6 +10,7 @@ with --json the last stdout line is the summary object.
 from __future__ import annotations
 
 import argparse
+import sys
 import typing
 
 from emedge_core import EmedgeError
@@ -59,6 +60,11 @@ def register(sub: typing.Any) -> None:
                         "value raises the prediction at its neighbours)")
     p.add_argument("--spatial-lengthscale", type=float, default=4.0, metavar="PX",
                    help="starting lengthscale of the spatial term in survey px, free within PX/2..2*PX (default 4)")
+    p.add_argument("--drift-every", type=int, default=None, metavar="N",
+                   help="re-take the survey every N steps, measure the specimen drift against the first survey "
+                        "and move every later probe position by it (default: never)")
+    p.add_argument("--drift", default=None, metavar="DY,DX",
+                   help="twin only: the specimen drifts DY,DX survey px per measured frame (default 0,0)")
     p.add_argument("--size", type=int, default=128, help="twin only: survey edge in px (default 128)")
     p.add_argument("--dose", type=float, default=2e4, help="twin only: electrons per frame (default 2e4)")
     p.add_argument("--out", required=True, help="output directory")
@@ -74,6 +80,16 @@ def _predictability(text: typing.Optional[str]) -> typing.Optional[tuple[int, fl
         return int(k), float(tol)
     except ValueError:
         raise EmedgeError(f"--stop-predictability wants K:TOL (e.g. 5:0.2), not {text!r}") from None
+
+
+def _pair(text: typing.Optional[str], flag: str) -> tuple[float, float]:
+    if text is None:
+        return (0.0, 0.0)
+    try:
+        dy, dx = (float(v) for v in text.split(","))
+        return dy, dx
+    except ValueError:
+        raise EmedgeError(f"{flag} wants DY,DX (e.g. 0.02,-0.01), not {text!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,12 +111,13 @@ def run(args: argparse.Namespace) -> int:
 
         try:
             instrument = DigitalTwin(size=args.size, dose=args.dose, seed=args.seed,
-                                     signal=args.signal or scalarizer.signal_kind)
+                                     signal=args.signal or scalarizer.signal_kind,
+                                     drift_px_per_frame=_pair(args.drift, "--drift"))
         except ValueError as e:
             raise EmedgeError(str(e)) from None
-    for name in ("budget", "seeds", "batch", "window"):
-        if getattr(args, name) < 1:
-            raise EmedgeError(f"--{name} must be >= 1")
+    for name in ("budget", "seeds", "batch", "window", "drift_every"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise EmedgeError(f"--{name.replace('_', '-')} must be >= 1")
     if not args.spatial_lengthscale > 0:
         raise EmedgeError("--spatial-lengthscale must be > 0")
     config = ExperimentConfig(
@@ -109,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, travel=args.travel, stop_uncertainty=args.stop_uncertainty,
         stop_predictability=_predictability(args.stop_predictability),
         model={"retrain": args.retrain, "extractor": args.extractor, "spatial": args.spatial,
-               "spatial_lengthscale": args.spatial_lengthscale})
+               "spatial_lengthscale": args.spatial_lengthscale}, drift_every=args.drift_every)
     if config.seeds < 2 and config.budget >= 2:
         raise EmedgeError("--seeds must be >= 2")
     try:
@@ -128,4 +145,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{summary['n_measured']} measured ({summary['n_failed']} failed), stopped by {summary['stopped_by']}, "
               f"median step {summary['seconds_per_step_median']:.3f} s; best {summary['best_value']} at "
               f"{summary['best_position']}; wrote {paths['h5']}, {paths['summary']}, {paths['maps']}")
+        if summary["drift_px"] is not None:
+            print(f"specimen drift at the end: ({summary['drift_px'][0]:+.2f}, {summary['drift_px'][1]:+.2f}) px")
+    for finding in summary["findings"]:
+        print(f"emedge: warning: metadata disagrees with the data: {finding['message']}", file=sys.stderr)
     return 0

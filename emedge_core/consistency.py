@@ -1,0 +1,90 @@
+"""Metadata against the data: calibrations the instrument states that its own frames contradict.
+
+The frames are a sensor too. An EELS energy axis whose zero-loss peak is not at 0 eV, or a
+detector calibration whose bright-field disk does not span the stated convergence semi-angle,
+means every number computed with that metadata is off. :func:`check` compares them once per
+run (on the first good frames) and returns :class:`Finding` records, kept with the data as
+provenance and shown to the user; it never changes the data.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+import numpy as np
+
+from emedge_core import EmedgeError
+from emedge_core.instrument import Frames
+
+#: the zero-loss peak may sit this far from 0 eV (or one channel, whichever is more) before it is reported
+ZLP_TOLERANCE_EV = 0.5
+#: relative disagreement between the bright-field disk and the stated convergence semi-angle that is reported
+SEMIANGLE_TOLERANCE = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    """One disagreement: ``key`` of the metadata, the value it ``stated``, the value the frames
+    ``measured`` (same unit), and a sentence for the user."""
+
+    key: str
+    stated: float
+    measured: float
+    unit: str
+    message: str
+
+    def as_dict(self) -> dict[str, typing.Any]:
+        return dataclasses.asdict(self)
+
+
+def _zlp(frames: Frames) -> list[Finding]:
+    """The zero-loss peak of the summed spectrum against 0 eV on the stated energy axis."""
+    e = typing.cast(np.ndarray, frames.energy_eV)
+    if not (e[0] < 0 < e[-1]):
+        return []                                   # a core-loss window: no ZLP to look at
+    total = np.nansum(np.asarray(frames.data, np.float64), axis=0)
+    i = int(np.argmax(total))
+    if not total[i] > 0:
+        return []
+    lo, hi = max(i - 2, 0), min(i + 3, len(e))     # centroid of the peak's five channels
+    w = total[lo:hi]
+    measured = float((w * e[lo:hi]).sum() / w.sum())
+    step = float(abs(e[1] - e[0])) if len(e) > 1 else 0.0
+    if abs(measured) <= max(ZLP_TOLERANCE_EV, step):
+        return []
+    return [Finding("energy_offset_eV", 0.0, round(measured, 3), "eV",
+                    f"the energy axis puts the zero-loss peak at {measured:+.2f} eV, not 0 eV: "
+                    "energies measured with it are off by as much; recalibrate the spectrometer offset")]
+
+
+def _semiangle(frames: Frames, state: dict[str, typing.Any]) -> list[Finding]:
+    """The bright-field disk radius x the detector calibration against the stated semi-angle."""
+    from emedge_core.scalarize.diffraction import bf_disk
+
+    stated = state.get("convergence_semiangle_mrad")
+    if stated is None or frames.mrad_per_px is None or not float(stated) > 0:
+        return []
+    data = np.asarray(frames.data, np.float64)
+    good = np.isfinite(data).all(axis=(1, 2)) & (data.sum(axis=(1, 2)) > 0)
+    if not good.any():
+        return []
+    try:
+        _, _, radius_px = bf_disk(data[good].mean(axis=0))
+    except EmedgeError:
+        return []                                   # no disk to measure (e.g. all vacuum-free dark field)
+    measured = radius_px * float(frames.mrad_per_px)
+    if abs(measured - float(stated)) <= SEMIANGLE_TOLERANCE * float(stated):
+        return []
+    return [Finding("convergence_semiangle_mrad", float(stated), round(measured, 3), "mrad",
+                    f"the bright-field disk spans {measured:.1f} mrad with the stated detector calibration "
+                    f"({frames.mrad_per_px:.3g} mrad/px), but the state says a {float(stated):.1f} mrad "
+                    "semi-angle: the calibration or the stated aperture is wrong")]
+
+
+def check(frames: Frames, state: dict[str, typing.Any]) -> list[Finding]:
+    """Findings (possibly none) where ``state`` and the frames' calibration disagree with the frames."""
+    if len(frames) == 0:
+        return []
+    if frames.kind == "spectrum":
+        return _zlp(frames)
+    return _semiangle(frames, state)

@@ -200,13 +200,17 @@ def test_bad_inputs_are_error_lines(swift: typing.Any) -> None:
     view.params.text = '{"colour": 3}'
     view.start_button.on_clicked()
     assert view.status.text.startswith("error: bad parameters for scalarizer 'eels_band_integral'")
+    view.params.text = "{}"
+    view.drift_every.text = "often"
+    view.start_button.on_clicked()
+    assert view.status.text == "error: drift every must be a whole number, not 'often'"
     assert view.live is None
 
 
 def test_console_api_on_twin(swift: typing.Any) -> None:
     dc = swift
     window = Facade.DocumentWindow(dc)
-    run = console.start("twin", "eels_peak_energy", budget=8, seeds=3, window_px=8, survey_px=32,
+    run = console.start("twin", "eels_peak_energy", budget=8, seeds=3, window_px=8, survey_px=32, drift_every=2,
                         document_window=window)
     _pump(dc, lambda: run.done)
     assert run.error is None, run.error
@@ -214,6 +218,7 @@ def test_console_api_on_twin(swift: typing.Any) -> None:
     assert set(maps) == {"measured", "prediction", "uncertainty"}
     assert maps["prediction"].shape == (32, 32) and np.isfinite(maps["measured"]).sum() == 8
     assert run.latest is not None and run.latest.state == "finished"
+    assert "drift (+0.0, +0.0) px" in run.latest.message        # tracked; the twin here does not drift
     assert sorted(run.files) == ["h5", "maps", "summary"]
 
 

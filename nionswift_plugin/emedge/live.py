@@ -201,8 +201,10 @@ class LiveExperiment:
             r = self.result
             state = "stopped" if r.stopped_by == "stopped" else "finished"
             where = f"; saved {self.files['h5']}" if self.files else ""
+            drift = f"; drift ({r.drift[-1, 1]:+.1f}, {r.drift[-1, 2]:+.1f}) px" if len(r.drift) else ""
+            check = "".join(f"; check: {f['message']}" for f in r.findings)
             self._post(dataclasses.replace(self._last_or_empty(), state=state, message=(
-                f"{state}: {len(r.values)} measured, stopped by {r.stopped_by}{where}")))
+                f"{state}: {len(r.values)} measured, stopped by {r.stopped_by}{drift}{where}{check}")))
         except EmedgeError as e:
             self._fail(str(e))
         except Exception as e:   # a device or file error: one line in the panel, the traceback in the log

@@ -41,6 +41,7 @@ class ExperimentView:
         self.budget = f.line("Budget", "30")
         self.seeds = f.line("Seeds", "5")
         self.stop_std = f.line("Stop when std <", "")
+        self.drift_every = f.line("Track drift every (steps)", "")
         self.start_button, self.pause_button, self.stop_button = f.buttons(
             ("Start", self.start), ("Pause", self.toggle_pause), ("Stop", self.stop))
         self.progress = f.progress()
@@ -68,6 +69,7 @@ class ExperimentView:
                 budget=_int(self.budget, "budget"), seeds=_int(self.seeds, "seeds"),
                 window_px=_int(self.window_px, "window"), acquisition=acquisition,
                 stop_uncertainty=_float(self.stop_std, "stop std") if (self.stop_std.text or "").strip() else None,
+                drift_every=_int(self.drift_every, "drift every") if (self.drift_every.text or "").strip() else None,
                 survey_px=_int(self.survey_px, "survey"), exposure_ms=_float(self.exposure_ms, "exposure"),
                 document_window=self.window)
         except json.JSONDecodeError as e:

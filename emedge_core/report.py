@@ -26,7 +26,14 @@ def plot_maps(result: ExperimentResult, path: str) -> None:
         fig.colorbar(sc, ax=a, label="measurement order")
         if (~ok).any():
             a.legend(loc="lower right", fontsize=8)
-    a.set_title(f"HAADF survey, {len(pos)} points ({result.config.acquisition})")
+    title = f"HAADF survey, {len(pos)} points ({result.config.acquisition})"
+    if len(result.drift):                       # the specimen's path since the first survey, from the centre
+        centre = np.asarray(result.survey.shape, np.float64) / 2
+        trail = np.vstack([[0.0, 0.0], result.drift[:, 1:3]]) + centre
+        a.plot(trail[:, 1], trail[:, 0], "-", color="yellow", lw=1.5)
+        a.plot(trail[-1, 1], trail[-1, 0], "o", color="yellow", ms=4)
+        title += f"\nspecimen drift ({result.drift[-1, 1]:+.1f}, {result.drift[-1, 2]:+.1f}) px (yellow, from centre)"
+    a.set_title(title)
     for a, data, title, cmap in ((ax[0, 1], result.prediction, f"predicted {name}", "viridis"),
                                  (ax[1, 0], result.uncertainty, "predictive std", "magma")):
         im = a.imshow(data, cmap=cmap)

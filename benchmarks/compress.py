@@ -1,6 +1,6 @@
 """Compression benchmark: emedge codecs beside the peers, same data, same run.
 
-    python benchmarks/compress.py [--quick] [--repeat N] [--sets a,b] [--table]
+    python benchmarks/compress.py [--quick] [--repeat N] [--sets a,b] [--methods lz4,auto] [--warm] [--fixed] [--table]
 
 One JSON line per data set x method x threads on stdout: ratio, compress / decompress MB/s
 (MB = 1e6 raw bytes; median of --repeat runs), compress_cpu_MBps (MB per second of process CPU
@@ -15,7 +15,8 @@ provenance, everything): ``auto``, its candidates and the fast ``blosc2:cname=lz
 threads, sparse events, and lossy SZ3 / ZFP / sqrt quantisation with their bounds. Repeats are
 interleaved across methods (a load change on a shared machine hits all alike). The first line
 describes the machine; the last lines check issue 5's lossless goal per data set (``"goal"``).
-``--table`` adds a Markdown summary on stderr; ``--methods lz4,auto`` runs a subset.
+``--table`` adds a Markdown summary on stderr; ``--methods lz4,auto`` runs a subset; ``--warm``
+times each run right after an untimed run of the same method; ``--fixed`` fits auto's fixed cost.
 """
 from __future__ import annotations
 
@@ -154,16 +155,20 @@ def _threads(spec: str, threads: int) -> str:
 
 
 def measure(name: str, a: np.ndarray, sig: int, todo: list[tuple[str, bool, int, typing.Callable[[np.ndarray, int], Result]]],
-            repeat: int) -> list[dict[str, typing.Any]]:
+            repeat: int, warm: bool = False) -> list[dict[str, typing.Any]]:
     """One row per method. The repeats are interleaved (method A, B, C, A, B, C, ...) so that a
     change in the load of a shared machine hits every method alike; each row has the median and
-    the 1-minute load average at its end."""
+    the 1-minute load average at its end. ``warm``: each timed run follows an untimed run of the
+    same method (steady state: on the 2-vCPU VM a 2-thread run straight after single-thread work
+    measured 10-40 % slower, also after a plain busy loop instead of a write)."""
     runs: dict[int, list[Result]] = {i: [] for i in range(len(todo))}
     loads: dict[int, list[float]] = {i: [] for i in range(len(todo))}
     for r in range(repeat):
         for i, (method, _, _, run) in enumerate(todo):
             if r and method.startswith("gzip"):
                 continue                                  # slow and stable: once is enough
+            if warm:
+                run(a, sig)
             runs[i].append(run(a, sig))
             loads[i].append(os.getloadavg()[0])
     rows = []
@@ -183,7 +188,8 @@ def measure(name: str, a: np.ndarray, sig: int, todo: list[tuple[str, bool, int,
                      "decompress_MBps": round(mb / statistics.median(x.read_seconds for x in runs[i]), 1),
                      "compress_cpu_MBps": round(mb / statistics.median(x.cpu_seconds for x in runs[i]), 1),
                      "lossless": err == 0.0, "max_abs_error": err, "error_bound": bound,
-                     "chunks": list(_chunks(a, sig)), "runs": len(runs[i]), "load1": round(max(loads[i]), 2)})
+                     "chunks": list(_chunks(a, sig)), "runs": len(runs[i]), "warm": warm,
+                     "load1": round(max(loads[i]), 2)})
     return rows
 
 
@@ -258,6 +264,8 @@ def main(argv: typing.Optional[typing.Sequence[str]] = None) -> int:
     p.add_argument("--methods", default=None,
                    help="comma-separated substrings: only methods whose name contains one (e.g. 'lz4,auto')")
     p.add_argument("--table", action="store_true", help="also print a Markdown table on stderr")
+    p.add_argument("--warm", action="store_true",
+                   help="precede each timed run by an untimed run of the same method (steady state)")
     p.add_argument("--fixed", action="store_true",
                    help="also fit auto's fixed cost per array (ms) and its marginal MB/s (1/8 of each set vs all of it)")
     p.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
@@ -278,7 +286,7 @@ def main(argv: typing.Optional[typing.Sequence[str]] = None) -> int:
         deadline = time.monotonic() + args.wait_idle
         while os.getloadavg()[0] >= 0.5 and time.monotonic() < deadline:
             time.sleep(5)
-        for row in measure(name, a, sig, todo, args.repeat):
+        for row in measure(name, a, sig, todo, args.repeat, args.warm):
             rows.append(row)
             print(json.dumps(row), flush=True)
         if args.fixed:

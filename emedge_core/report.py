@@ -56,4 +56,3 @@ def plot_maps(result: ExperimentResult, path: str) -> None:
     a.legend(lines, [ln.get_label() for ln in lines], loc="upper right", fontsize=8)
     fig.savefig(path, dpi=90)
     plt.close(fig)
-

@@ -109,6 +109,7 @@ def test_cli_drift_flags(tmp_path):
     assert p.returncode == 0, p.stderr
     summary = json.loads(p.stdout.strip().splitlines()[-1])
     assert summary["drift_px"][0] == pytest.approx(1.2, abs=0.4) and summary["findings"] == []
-    for bad, message in ((["--drift", "0.1"], "--drift wants DY,DX"), (["--drift-every", "0"], "--drift-every must be")):
+    for bad, message in ((["--drift", "0.1"], "--drift wants DY,DX"),
+                         (["--drift-every", "0"], "--drift-every must be")):
         p = subprocess.run(run + bad, capture_output=True, text=True, timeout=300)
         assert p.returncode == 2 and message in p.stderr

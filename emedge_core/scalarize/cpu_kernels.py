@@ -23,11 +23,10 @@ import numba
 import numpy as np
 
 _FAST = {"reassoc", "contract"}     # vectorise the sums; keep NaN/inf semantics for screening
-_JIT = {"nogil": True, "fastmath": _FAST, "cache": True, "boundscheck": False}
 
 
-@numba.njit(inline="always", **_JIT)
-def _dot2(x: np.ndarray, z: np.ndarray, w: np.ndarray) -> tuple[float, float]:  # pragma: no cover - compiled
+@numba.njit(nogil=True, fastmath=_FAST, cache=True, boundscheck=False, inline="always")
+def _dot2(x: np.ndarray, z: np.ndarray, w: np.ndarray) -> tuple[np.float32, np.float32]:  # pragma: no cover - compiled
     a = np.float32(0.0)
     b = np.float32(0.0)
     for j in range(w.shape[0]):
@@ -36,7 +35,7 @@ def _dot2(x: np.ndarray, z: np.ndarray, w: np.ndarray) -> tuple[float, float]:  
     return a, b
 
 
-@numba.njit(inline="always", **_JIT)
+@numba.njit(nogil=True, fastmath=_FAST, cache=True, boundscheck=False, inline="always")
 def _max(x: np.ndarray) -> np.float32:  # pragma: no cover - compiled
     m = x[0]
     for j in range(x.shape[0]):
@@ -44,7 +43,7 @@ def _max(x: np.ndarray) -> np.float32:  # pragma: no cover - compiled
     return np.float32(m)
 
 
-@numba.njit(**_JIT)
+@numba.njit(nogil=True, fastmath=_FAST, cache=True, boundscheck=False)
 def _rows(src: np.ndarray, weights: np.ndarray, proj: np.ndarray, maxv: np.ndarray,
           want_max: bool) -> None:  # pragma: no cover - compiled
     """proj[r, i] = src[i] . weights[r]; maxv[i] = max(src[i]) when ``want_max``."""
@@ -58,7 +57,7 @@ def _rows(src: np.ndarray, weights: np.ndarray, proj: np.ndarray, maxv: np.ndarr
             proj[r, i], proj[r, j] = _dot2(src[i], src[j], weights[r])
 
 
-@numba.njit(inline="always", **_JIT)
+@numba.njit(nogil=True, fastmath=_FAST, cache=True, boundscheck=False, inline="always")
 def _line_sums(frame: np.ndarray, start: int, col: np.ndarray) -> np.float32:  # pragma: no cover - compiled
     """Sum of frame[start:start + len(col)], added element-wise into ``col`` too."""
     s = np.float32(0.0)
@@ -69,8 +68,9 @@ def _line_sums(frame: np.ndarray, start: int, col: np.ndarray) -> np.float32:  #
     return s
 
 
-@numba.njit(inline="always", **_JIT)
-def _line_sums_max(frame: np.ndarray, start: int, col: np.ndarray, m: typing.Any) -> tuple[np.float32, typing.Any]:  # pragma: no cover - compiled
+@numba.njit(nogil=True, fastmath=_FAST, cache=True, boundscheck=False, inline="always")
+def _line_sums_max(frame: np.ndarray, start: int, col: np.ndarray,
+                   m: typing.Any) -> tuple[np.float32, typing.Any]:  # pragma: no cover - compiled
     """:func:`_line_sums` and the running maximum ``m`` in the same sweep (vectorises for integers)."""
     s = np.float32(0.0)
     for x in range(col.shape[0]):
@@ -82,7 +82,7 @@ def _line_sums_max(frame: np.ndarray, start: int, col: np.ndarray, m: typing.Any
     return s, m
 
 
-@numba.njit(**_JIT)
+@numba.njit(nogil=True, fastmath=_FAST, cache=True, boundscheck=False)
 def _centre_of_mass(src: np.ndarray, ky: int, kx: int, yw: np.ndarray, xw: np.ndarray, proj: np.ndarray,
                     maxv: np.ndarray, want_max: bool) -> None:  # pragma: no cover - compiled
     """proj = (sum, sum * yw[row], sum * xw[col]) of each (ky * kx) frame, from row and column sums."""
@@ -110,7 +110,8 @@ def _centre_of_mass(src: np.ndarray, ky: int, kx: int, yw: np.ndarray, xw: np.nd
         proj[2, i] = sx
 
 
-def coordinate_axes(weights: np.ndarray, frame_shape: tuple[int, ...]) -> typing.Optional[tuple[np.ndarray, np.ndarray]]:
+def coordinate_axes(weights: np.ndarray,
+                    frame_shape: tuple[int, ...]) -> typing.Optional[tuple[np.ndarray, np.ndarray]]:
     """(row coordinates (ky,), column coordinates (kx,)) when ``weights`` (3, ky*kx) are exactly
     ones, a function of the row and a function of the column (an unmasked centre of mass), else None."""
     if weights.shape[0] != 3 or len(frame_shape) != 2:
@@ -123,7 +124,8 @@ def coordinate_axes(weights: np.ndarray, frame_shape: tuple[int, ...]) -> typing
 
 
 def project_max(src: np.ndarray, weights: typing.Optional[np.ndarray], want_max: bool,
-                axes: typing.Optional[tuple[np.ndarray, np.ndarray]] = None) -> tuple[np.ndarray, typing.Optional[np.ndarray]]:
+                axes: typing.Optional[tuple[np.ndarray, np.ndarray]] = None
+                ) -> tuple[np.ndarray, typing.Optional[np.ndarray]]:
     """One pass over ``src`` (n, P) frames of any real dtype -> (proj, maxv).
 
     weights: (k, P) float32 rows, or None for the frame totals (one row of ones); axes: the

@@ -159,8 +159,8 @@ def measure(name: str, a: np.ndarray, sig: int, todo: list[tuple[str, bool, int,
     """One row per method. The repeats are interleaved (method A, B, C, A, B, C, ...) so that a
     change in the load of a shared machine hits every method alike; each row has the median and
     the 1-minute load average at its end. ``warm``: each timed run follows an untimed run of the
-    same method (steady state: on the 2-vCPU VM a 2-thread run straight after single-thread work
-    measured 10-40 % slower, also after a plain busy loop instead of a write)."""
+    same method (steady state: on this 2-vCPU VM a 2-thread write straight after single-thread work
+    measured 8-17 % slower than back to back, also after a plain busy loop instead of a write)."""
     runs: dict[int, list[Result]] = {i: [] for i in range(len(todo))}
     loads: dict[int, list[float]] = {i: [] for i in range(len(todo))}
     for r in range(repeat):

@@ -22,11 +22,13 @@ and plain h5py + hdf5plugin read the arrays)::
                            streaming it is grown in steps; frames_written tells which count)
 
 Frames arrive in C order over the navigation (scan) shape; ``c`` consecutive frames along the last
-scan axis form one HDF5 chunk (``r`` whole rows when a row is small, e.g. spectra). Each full chunk is encoded, written with ``write_direct_chunk``,
-and the file is flushed with ``frames_written`` updated, so a crash (kill -9) leaves a file that
-reads back every frame up to the last flushed chunk. With a codec on ``threads`` > 1 (blosc2 and
-zstd default to 2) the chunks of one ``append`` are encoded side by side on a thread pool (CRC-32,
-prediction and Blosc2 all drop the GIL) and still written and flushed one by one in scan order. Sparse arrays (codec ``sparse``) store
+scan axis form one HDF5 chunk (``r`` whole rows when a row is small, e.g. spectra). Each full
+chunk is encoded and written with ``write_direct_chunk``; the file is flushed with its checksums
+and ``frames_written`` after the first chunk, then every ``FLUSH_SECONDS`` and at close (or on
+``flush()``), so a crash (kill -9) leaves a file that reads back every frame up to the last flush.
+With a codec on ``threads`` > 1 (blosc2 and zstd default to 2) the chunks of one ``append`` are
+encoded side by side on a shared thread pool (CRC-32, prediction and Blosc2 all drop the GIL) and
+still written one by one in scan order. Sparse arrays (codec ``sparse``) store
 ``events_per_frame``, ``event_index``, ``event_count`` instead of ``data``
 (see :mod:`emedge_core.compress.sparse`); their group type is ``emedge_sparse``.
 """

@@ -1,9 +1,9 @@
 """Provenance recorded in every file: software versions, instrument state, parameters, checksums.
 
-:func:`collect` builds the JSON-able record written under ``<root>/metadatabundle/provenance``;
-:func:`checksum` is the per-chunk checksum of the raw (original, un-transformed) data - CRC-32
-(``zlib.crc32``) of the chunk's C-order bytes - so a lossless round trip can be verified by any
-reader with zlib.
+:func:`collect` builds the JSON-able record written under ``<root>/metadatabundle/provenance``.
+The per-chunk checksum of the raw (original, un-transformed) data is the CRC-32 (the value of
+``zlib.crc32``) of the chunk's C-order bytes (:mod:`emedge_core.compress.crc`), so a lossless
+round trip can be verified by any reader with zlib.
 """
 from __future__ import annotations
 
@@ -11,13 +11,10 @@ import datetime
 import platform
 import sys
 import typing
-import zlib
 from importlib import metadata
 
-import numpy as np
-
 CHECKSUM_ALGORITHM = "crc32 (zlib) of the C-order bytes of each chunk's original frames, edge chunks unpadded"
-_PACKAGES = ("nionswift-emedge", "numpy", "h5py", "hdf5plugin", "blosc2", "zstandard")
+_PACKAGES = ("nionswift-emedge", "numpy", "h5py", "hdf5plugin", "blosc2", "zstandard", "zlib-ng")
 
 
 def software() -> dict[str, str]:
@@ -39,8 +36,3 @@ def collect(parameters: typing.Optional[dict[str, typing.Any]] = None,
     (``Instrument.state()``) and all parameters of the step that wrote the file."""
     return {"created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "software": software(), "instrument_state": instrument_state or {}, "parameters": parameters or {}}
-
-
-def checksum(chunk: np.ndarray) -> int:
-    """CRC-32 of ``chunk``'s C-order bytes (uint32 value)."""
-    return zlib.crc32(np.ascontiguousarray(chunk).data) & 0xFFFFFFFF

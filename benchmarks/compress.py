@@ -1,6 +1,6 @@
 """Compression benchmark: emedge codecs beside the peers, same data, same run.
 
-    python benchmarks/compress.py [--quick] [--repeat N] [--sets a,b] [--methods lz4,auto] [--warm] [--fixed] [--table]
+    python benchmarks/compress.py [--quick] [--scale K] [--repeat N] [--sets a,b] [--methods lz4,auto] [--warm] [--fixed] [--table]
 
 One JSON line per data set x method x threads on stdout: ratio, compress / decompress MB/s
 (MB = 1e6 raw bytes; median of --repeat runs), compress_cpu_MBps (MB per second of process CPU
@@ -260,6 +260,9 @@ def main(argv: typing.Optional[typing.Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small data sets (seconds, for CI)")
     p.add_argument("--repeat", type=int, default=3, help="runs per measurement; the median is reported")
+    p.add_argument("--scale", type=int, default=1,
+                   help="multiply the scan edges (the in-situ frame count by its square): 2 = 4x the data, "
+                        "67-268 MB sets, nearer a real acquisition (default 1: 17-67 MB)")
     p.add_argument("--sets", default=None, help="comma-separated subset of data sets")
     p.add_argument("--methods", default=None,
                    help="comma-separated substrings: only methods whose name contains one (e.g. 'lz4,auto')")
@@ -279,7 +282,7 @@ def main(argv: typing.Optional[typing.Sequence[str]] = None) -> int:
                                   "blosc2": blosc2.__version__, "hdf5": h5py.version.hdf5_version,
                                   "crc32": f"zlib-ng {zlib_ng.__version__}"}}), flush=True)
     rows = []
-    for name, (a, sig) in data_sets(args.quick).items():
+    for name, (a, sig) in data_sets(args.quick, args.scale).items():
         if args.sets and name not in args.sets.split(","):
             continue
         todo = [m for m in methods(a) if not args.methods or any(w in m[0] for w in args.methods.split(","))]

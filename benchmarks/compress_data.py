@@ -46,14 +46,16 @@ def insitu(frames: int, size: int, seed: int = 3) -> np.ndarray:
     return out
 
 
-def data_sets(quick: bool) -> dict[str, tuple[np.ndarray, int]]:
-    """{name: (array, frame dimensions)}; --quick makes each a few MB."""
+def data_sets(quick: bool, scale: int = 1) -> dict[str, tuple[np.ndarray, int]]:
+    """{name: (array, frame dimensions)}; --quick makes each a few MB; ``scale`` multiplies the scan
+    edges (4D, EELS) and the frame count (in-situ): scale 2 gives 4x the 4D and EELS data (67-268 MB)."""
     s, k = (8, 64) if quick else (32, 128)
+    s *= scale
     return {
         "counting_0.05": (counting(s, k, 0.05, 0.5), 2),
         "counting_0.1": (counting(s, k, 0.1, 2.0), 2),
         "counting_0.5": (counting(s, k, 0.5, 5.0), 2),
         "integrating": (integrating(s, k), 2),
-        "eels_si": (eels_si(16 if quick else 64, 256 if quick else 1024), 1),
-        "insitu": (insitu(8 if quick else 64, 128 if quick else 512), 2),
+        "eels_si": (eels_si((16 if quick else 64) * scale, 256 if quick else 1024), 1),
+        "insitu": (insitu((8 if quick else 64) * scale ** 2, 128 if quick else 512), 2),
     }

@@ -3,8 +3,8 @@
 During a long autonomous run the specimen drifts under the beam (thermal and stage drift, a few
 nm per minute). The model and the candidates live in the coordinates of the first survey, so a
 probe sent to a candidate's pixel would land beside it. :class:`DriftTracker` re-measures the
-shift of a fresh survey against the first one (phase correlation, niondata's
-``register_translation``, sub-pixel) and moves every probe position by it.
+shift of a fresh survey against the first one (cross-correlation refined to 1/100 px by
+scikit-image's ``phase_cross_correlation``) and moves every probe position by it.
 """
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ from emedge_core import EmedgeError
 
 def measure_shift(reference: np.ndarray, image: np.ndarray) -> tuple[float, float]:
     """Shift (dy, dx) in px of ``image`` against ``reference`` (both (H, W)): a feature at (r, c)
-    in ``reference`` sits at (r + dy, c + dx) in ``image``. Sub-pixel (phase correlation)."""
-    from nion.data import xdata_1_0 as xd
+    in ``reference`` sits at (r + dy, c + dx) in ``image``. Sub-pixel (upsampled cross-correlation;
+    without the phase whitening, which weighs the shot noise up: 0.01-0.03 px here against 0.1)."""
+    from skimage.registration import phase_cross_correlation
 
     a = np.asarray(reference, np.float64)
     b = np.asarray(image, np.float64)
@@ -28,10 +29,8 @@ def measure_shift(reference: np.ndarray, image: np.ndarray) -> tuple[float, floa
         raise EmedgeError(f"drift needs two images of the same (H, W) shape, got {a.shape} and {b.shape}")
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise EmedgeError("drift: the survey images hold NaN or inf pixels")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)       # niondata deprecates upsample_factor
-        dy, dx = xd.register_translation(b, a, upsample_factor=20)
-    return float(dy), float(dx)
+    shift, _, _ = phase_cross_correlation(a, b, upsample_factor=100, normalization=None)
+    return -float(shift[0]), -float(shift[1])      # skimage: the shift that registers ``image`` onto ``reference``
 
 
 @dataclasses.dataclass(frozen=True)

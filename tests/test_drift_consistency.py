@@ -22,7 +22,7 @@ def test_measure_shift_recovers_a_sub_pixel_shift(shift):
     image = DigitalTwin(seed=0).survey().image
     moved = ndimage.shift(image.astype(np.float64), shift, order=3, mode="nearest")
     dy, dx = measure_shift(image, moved)
-    assert abs(dy - shift[0]) < 0.1 and abs(dx - shift[1]) < 0.1
+    assert abs(dy - shift[0]) < 0.05 and abs(dx - shift[1]) < 0.05
 
 
 def test_measure_shift_refuses_bad_images():

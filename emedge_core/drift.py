@@ -30,7 +30,8 @@ def measure_shift(reference: np.ndarray, image: np.ndarray) -> tuple[float, floa
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise EmedgeError("drift: the survey images hold NaN or inf pixels")
     shift, _, _ = phase_cross_correlation(a, b, upsample_factor=100, normalization=None)
-    return -float(shift[0]), -float(shift[1])      # skimage: the shift that registers ``image`` onto ``reference``
+    dy, dx = (0.0 - float(v) for v in shift)       # skimage: the shift that registers ``image`` onto ``reference``
+    return dy, dx                                   # (0.0 - v: no negative zero)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -53,6 +53,9 @@ from emedge_core import compress
 from emedge_core.compress.crc import checksum
 from emedge_core.provenance import CHECKSUM_ALGORITHM
 
+#: chunks being encoded at once per encoding thread while an append runs: a deeper queue keeps the
+#: threads busy while the calling thread writes in order (2 -> 8 measured +10 % on the EELS set, 2 threads)
+INFLIGHT = 8
 CHUNK_BYTES = 1 << 20          # target raw size of one HDF5 chunk: 1 MiB
 FLUSH_SECONDS = 0.25          # the longest a written chunk waits for its flush (kill -9 keeps every flushed chunk)
 Dim = tuple[str, str, float, float]     # (name, units, start, step) of one axis
@@ -183,7 +186,7 @@ class ArraySink:
     def append(self, frames: np.ndarray) -> None:
         """Add frames (k, *frame_shape), or one frame (*frame_shape), in scan order.
 
-        Every chunk these frames complete is encoded (up to ``2 * threads`` at once on ``threads``
+        Every chunk these frames complete is encoded (up to ``INFLIGHT * threads`` at once on ``threads``
         threads), written and flushed in order before this returns; the frames of an incomplete
         chunk wait in a buffer."""
         a = np.asarray(frames)
@@ -216,7 +219,7 @@ class ArraySink:
                     self._k = 0
                 self._run_len = self._next_run_len()
                 self._submit(job, inflight)
-                while len(inflight) > 2 * self.threads:   # bounded memory: the oldest chunk goes to disk
+                while len(inflight) > INFLIGHT * self.threads:   # bounded memory: the oldest chunk goes to disk
                     self._commit(*inflight.popleft())
             while inflight:
                 self._commit(*inflight.popleft())
@@ -440,7 +443,7 @@ def jsonable(x: typing.Any) -> typing.Any:
 
 class StreamWriter:
     """Stream frames of one array into a new EMD file in bounded memory (one chunk buffered
-    between appends; while an append runs, up to ``2 * threads`` chunks are being encoded).
+    between appends; while an append runs, up to ``INFLIGHT * threads`` chunks are being encoded).
 
     Extra, small arrays (a survey image, an energy axis) go in with :meth:`write_array`. Write
     errors (a full disk) raise :class:`EmedgeError` saying how many frames the file keeps.

@@ -71,7 +71,7 @@ def _semiangle(frames: Frames, state: dict[str, typing.Any]) -> list[Finding]:
     try:
         _, _, radius_px = bf_disk(data[good].mean(axis=0))
     except EmedgeError:
-        return []                                   # no disk to measure (e.g. all vacuum-free dark field)
+        return []                                   # no disk to measure (a flat mean pattern)
     measured = radius_px * float(frames.mrad_per_px)
     if abs(measured - float(stated)) <= SEMIANGLE_TOLERANCE * float(stated):
         return []

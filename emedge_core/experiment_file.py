@@ -8,7 +8,8 @@ per step, probe_positions (n, 2) where the probe went (positions moved by the dr
 drift was tracked, drift (k, 4): measurements so far, dy px, dx px, seconds; each is the EMD array
 group ``/experiment/<name>`` with its values in ``data``. Root attributes hold the configuration,
 scalarizer, instrument state (JSON), package version, the rule that stopped it and ``findings``
-(JSON: metadata the frames contradict, :mod:`emedge_core.consistency`). :class:`emedge_core.replay.Replay` and :func:`emedge_core.emd.read` read it.
+(JSON: metadata the frames contradict, :mod:`emedge_core.consistency`).
+:class:`emedge_core.replay.Replay` and :func:`emedge_core.emd.read` read it.
 """
 from __future__ import annotations
 

@@ -116,12 +116,21 @@ def test_delta_prediction_is_undone_with_numpy_cumsum() -> None:
 def test_auto_picks_the_best_ratio_deterministically() -> None:
     from emedge_core.compress.auto import choose
 
-    a = DATA["counting"]
-    codec, ratios = choose([a], axis=1)
-    again, _ = choose([a], axis=1)
-    assert codec.spec == again.spec and codec.lossless
-    assert ratios[codec.spec] == max(ratios.values())
-    assert {"blosc2", "delta+blosc2", "raw"} <= set(ratios)
+    from emedge_core.compress.auto import HEAVY, HEAVY_GAIN
+
+    for a, axis in ((DATA["counting"], 1), (DATA["integrating"], 1), (DATA["eels"], 1)):
+        codec, ratios = choose([a], axis=axis)
+        again, _ = choose([a], axis=axis)
+        assert codec.spec == again.spec and codec.lossless and codec.plain_readable
+        assert {"blosc2", "blosc2:shuffle=bytedelta", "raw"} <= set(ratios)
+        assert not any(k.startswith(("delta", "sparse", "sqrt")) for k in ratios)
+        light = max(v for k, v in ratios.items() if k != HEAVY)
+        if codec.spec == HEAVY:
+            assert ratios[HEAVY] >= light * (1 + HEAVY_GAIN)
+        else:
+            assert ratios[codec.spec] == light and ratios.get(HEAVY, 0) < light * (1 + HEAVY_GAIN)
+    assert HEAVY in choose([DATA["counting"]], axis=1)[1]       # integer detector frames: the heavy one is tried
+    assert HEAVY not in choose([DATA["eels"]], axis=1)[1]       # float spectra: not
 
 
 def test_auto_tries_a_quarter_of_a_long_first_chunk_and_the_file_stays_exact(tmp_path) -> None:

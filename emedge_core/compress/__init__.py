@@ -15,10 +15,13 @@ import typing
 import numpy as np
 
 from emedge_core import EmedgeError
+from emedge_core.compress.base import AnyCodec, CodecLike, DenseCodec, SparseCodec
 from emedge_core.compress.codec import Codec, parse
+from emedge_core.compress.header import parse_params, split_header
 from emedge_core.compress.sparse import SparseEvents
 
-__all__ = ["Codec", "SparseEvents", "get", "decode", "is_auto", "auto_threads"]
+__all__ = ["AnyCodec", "Codec", "CodecLike", "DenseCodec", "SparseCodec", "SparseEvents", "get", "decode", "is_auto",
+           "auto_threads"]
 
 
 def is_auto(spec: typing.Any) -> bool:
@@ -28,15 +31,13 @@ def is_auto(spec: typing.Any) -> bool:
 
 def auto_threads(spec: str) -> typing.Optional[int]:
     """The ``threads`` of an ``auto[:threads=N]`` spec (None when not given); other keys are errors."""
-    from emedge_core.compress.codec import parse_params
-
     params = parse_params(spec.partition(":")[2])
     if set(params) - {"threads"} or int(params.get("threads", 1)) < 1:
         raise EmedgeError(f"codec {spec!r}: auto takes only threads=N (N >= 1)")
     return int(params["threads"]) if "threads" in params else None
 
 
-def get(spec: str, sample: typing.Optional[typing.Sequence[np.ndarray]] = None, axis: int = 0) -> typing.Any:
+def get(spec: str, sample: typing.Optional[typing.Sequence[np.ndarray]] = None, axis: int = 0) -> AnyCodec:
     """The codec named by ``spec``; ``"auto"`` needs ``sample`` (chunks as they will be stored)."""
     if is_auto(spec):
         threads = auto_threads(spec)
@@ -50,6 +51,4 @@ def get(spec: str, sample: typing.Optional[typing.Sequence[np.ndarray]] = None, 
 
 def decode(payload: bytes) -> np.ndarray:
     """Decode bytes from any codec's ``encode`` (the codec is named in the header)."""
-    from emedge_core.compress.codec import split_header
-
     return parse(split_header(payload)[0]["codec"]).decode(payload)

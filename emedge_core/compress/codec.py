@@ -7,17 +7,17 @@ Spec strings (CLI ``--codec`` and every API): ``[transform[:k=v,...]+]stage[:k=v
 from __future__ import annotations
 
 import dataclasses
-import json
-import struct
 import typing
 
 import numpy as np
 
 from emedge_core import EmedgeError
+from emedge_core.compress.header import MAGIC, pack, parse_params, split_header
+from emedge_core.compress.sparse import SparseEvents
 from emedge_core.compress.stages import STAGES, Blosc2, Stage
 from emedge_core.compress.transforms import TRANSFORMS
 
-MAGIC = b"EMDGEC1\0"
+__all__ = ["Codec", "MAGIC", "parse", "parse_params", "split_header"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +42,11 @@ class Codec:
     @property
     def lossless(self) -> bool:
         return self.stage.lossless and (self.transform is None or self.transform.lossless)
+
+    @property
+    def plain_readable(self) -> bool:
+        """True when the HDF5 filter alone gives the original dtype and values (no transform)."""
+        return self.transform is None
 
     def stored_dtype(self, dtype: np.dtype) -> np.dtype:
         """The dtype of the HDF5 data set (what a reader without our code sees)."""
@@ -99,9 +104,8 @@ class Codec:
         """Self-describing bytes for ``array`` (any shape)."""
         a = np.asarray(array)
         self.check(a.dtype)
-        head = json.dumps({"codec": self.spec, "dtype": a.dtype.str, "shape": list(a.shape), "axis": axis}).encode()
         body = self.encode_chunk(a, axis) if a.ndim else self.encode_chunk(a.reshape(1), 0)
-        return MAGIC + struct.pack("<I", len(head)) + head + body
+        return pack({"codec": self.spec, "dtype": a.dtype.str, "shape": list(a.shape), "axis": axis}, body)
 
     def decode(self, payload: bytes) -> np.ndarray:
         head, body = split_header(payload)
@@ -110,39 +114,8 @@ class Codec:
         return out.reshape(head["shape"])
 
 
-def split_header(payload: bytes) -> tuple[dict[str, typing.Any], bytes]:
-    """(header, body) of bytes from :meth:`Codec.encode`; a clear error for anything else."""
-    if len(payload) < 12 or payload[:8] != MAGIC:
-        raise EmedgeError("not an emedge codec payload (bad magic)")
-    n = struct.unpack("<I", payload[8:12])[0]
-    try:
-        return json.loads(payload[12:12 + n]), payload[12 + n:]
-    except ValueError:
-        raise EmedgeError("emedge codec payload has a corrupt header") from None
-
-
-def parse_params(text: str) -> dict[str, typing.Any]:
-    """``"a=1,b=x"`` -> ``{"a": 1, "b": "x"}`` (ints, floats, strings)."""
-    out: dict[str, typing.Any] = {}
-    for item in filter(None, text.split(",")):
-        key, eq, value = item.partition("=")
-        if not eq or not key:
-            raise EmedgeError(f"codec parameter {item!r} is not KEY=VALUE")
-        for cast in (int, float):
-            try:
-                out[key] = cast(value)
-                break
-            except ValueError:
-                continue
-        else:
-            out[key] = value
-    return out
-
-
-def parse(spec: str) -> typing.Any:
+def parse(spec: str) -> typing.Union[Codec, SparseEvents]:
     """A :class:`Codec` (or :class:`~.sparse.SparseEvents`) from a spec string ('auto' excluded)."""
-    from emedge_core.compress.sparse import SparseEvents
-
     transform, stage = None, None
     for part in spec.split("+"):
         name, _, params = part.partition(":")

@@ -12,14 +12,13 @@ f[event_index[s:e]] = event_count[s:e]`` with ``offsets = concatenate([[0], cums
 from __future__ import annotations
 
 import dataclasses
-import json
 import struct
 import typing
 
 import numpy as np
 
 from emedge_core import EmedgeError
-from emedge_core.compress.codec import MAGIC, split_header
+from emedge_core.compress.header import pack, split_header
 from emedge_core.compress.stages import Blosc2
 
 
@@ -30,6 +29,16 @@ class SparseEvents:
     params: dict[str, typing.Any] = dataclasses.field(default_factory=dict)
     kind: typing.ClassVar[str] = "sparse"
     lossless: typing.ClassVar[bool] = True
+    #: no plain HDF5 reader rebuilds the frames (opt-in only; ``emd.info`` warns)
+    plain_readable: typing.ClassVar[bool] = False
+
+    @property
+    def threads(self) -> int:
+        return 1
+
+    def with_threads(self, n: int) -> "SparseEvents":
+        """Events are written on the calling thread: the same codec."""
+        return self
 
     @property
     def spec(self) -> str:
@@ -71,11 +80,10 @@ class SparseEvents:
         a = np.asarray(array)
         self.check(a.dtype)
         per_frame, index, count = self.events(a.reshape((-1, *a.shape[1:])) if a.ndim else a.reshape(1, 1))
-        head = json.dumps({"codec": self.spec, "dtype": a.dtype.str, "shape": list(a.shape), "axis": 0,
-                           "nnz": len(index)}).encode()
         ints = self.stage.encode_chunk(np.concatenate([per_frame, index]))
         counts = self.stage.encode_chunk(np.ascontiguousarray(count)) if len(count) else b""
-        return MAGIC + struct.pack("<I", len(head)) + head + struct.pack("<Q", len(ints)) + ints + counts
+        head = {"codec": self.spec, "dtype": a.dtype.str, "shape": list(a.shape), "axis": 0, "nnz": len(index)}
+        return pack(head, struct.pack("<Q", len(ints)) + ints + counts)
 
     def decode(self, payload: bytes) -> np.ndarray:
         head, body = split_header(payload)

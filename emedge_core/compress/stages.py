@@ -23,6 +23,7 @@ import zstandard
 from emedge_core import EmedgeError
 
 BLOCK_BYTES = 1 << 19          # Blosc2 block target: 512 KiB (2 blocks per 1 MiB chunk: 2 threads, best ratio)
+BLOCK_BYTES_MAX = 1 << 21      # ... and at most 2 MiB for larger chunks (see :func:`block_bytes`)
 
 # Let python-blosc2 drop the GIL while it compresses (off by default; process-wide): the file
 # writer encodes several chunks at once on a thread pool (``emd.ArraySink``).
@@ -202,16 +203,24 @@ def _cparams_dict(stage: "Blosc2", dtype: np.dtype, blocksize: int) -> dict[str,
     return found
 
 
+def block_bytes(chunk_bytes: int) -> int:
+    """Blosc2 block target for a chunk of ``chunk_bytes``: ``BLOCK_BYTES`` (two blocks per 1 MiB
+    chunk), half a larger chunk up to ``BLOCK_BYTES_MAX`` (the 4 MiB chunks of detector frames:
+    2 MiB blocks gave Zstd-1 +1.5-3.6 % ratio on counting data at 0.02-0.5 e-/px, at the same speed)."""
+    return int(min(max(BLOCK_BYTES, chunk_bytes // 2), BLOCK_BYTES_MAX))
+
+
 def _blocks(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
     """Blosc2 block shape: ones on the leading axes, then the largest divisor of the first axis whose
-    slab fits ``BLOCK_BYTES``, whole trailing axes (e.g. (1, 16, 128, 128) for a (1, 32, 128, 128)
+    slab fits :func:`block_bytes` of the chunk, whole trailing axes (e.g. (1, 16, 128, 128) for a (1, 32, 128, 128)
     uint16 chunk). Each block is a C-order slab that tiles the chunk exactly, so the b2nd chunk
     holds the bytes in plain C order."""
     blocks = list(shape)
+    target = block_bytes(int(np.prod(shape, dtype=np.int64)) * itemsize)
     for ax in range(len(shape)):
         rest = int(np.prod(shape[ax + 1:], dtype=np.int64)) * itemsize
-        if rest <= BLOCK_BYTES:
-            fit = max(1, min(shape[ax], BLOCK_BYTES // max(rest, 1)))
+        if rest <= target:
+            fit = max(1, min(shape[ax], target // max(rest, 1)))
             blocks[ax] = max(d for d in range(1, fit + 1) if shape[ax] % d == 0)
             break
         blocks[ax] = 1

@@ -338,11 +338,11 @@ def resident_seconds(be: typing.Any, spec: dict[str, typing.Any], flat: np.ndarr
 
     from emedge_core.scalarize import from_spec
     from emedge_core.scalarize.base import Signal
-    from emedge_core.scalarize.stream import _weights
+    from emedge_core.scalarize.reducer import weight_rows
 
     s = from_spec(spec)
     signal = Signal(s.signal_kind, flat.shape[1:], energy_eV, None)
-    rows = _weights(s, signal, flat[:64])
+    rows = weight_rows(s, signal, flat[:64])
     weights = None if rows is None else be.asarray(rows)
     resident = be.asarray(flat)
     step = max(1, (256 << 20) // (4 * signal.pixels))

@@ -24,7 +24,7 @@ from emedge_core.dkl import DKLRegressor, Posterior
 from emedge_core.drift import DriftTracker
 from emedge_core.instrument import Frames, Instrument, Survey
 from emedge_core.patches import make_patches
-from emedge_core.scalarize import Scalarizer, from_spec
+from emedge_core.scalarize import Reducer, Scalarizer, from_spec
 from emedge_core.steer import Steerer
 from emedge_core.stopping import Budget, Predictability, StoppingRule, Uncertainty, first_fired
 
@@ -109,6 +109,7 @@ class ExperimentResult:
     probe_positions: typing.Optional[np.ndarray] = None   # (n, 2) int where the probe went (positions + drift)
     drift: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 4)))   # (k, 4) n, dy px, dx px, s
     findings: list[dict[str, typing.Any]] = dataclasses.field(default_factory=list)   # metadata the frames contradict
+    resolved: dict[str, typing.Any] = dataclasses.field(default_factory=dict)   # scalarizer geometry every step used
 
     def summary(self) -> dict[str, typing.Any]:
         """The JSON contract of ``emedge run --json`` (and summary.json)."""
@@ -129,6 +130,7 @@ class ExperimentResult:
             "version": self.version,
             "drift_px": self.drift[-1, 1:3].tolist() if len(self.drift) else None,
             "findings": self.findings,
+            "resolved": self.resolved,
         }
 
 
@@ -193,6 +195,7 @@ class Experiment:
         rules = cfg.rules()
         # the random baseline needs the model only for the final maps, unless someone watches
         needs_model = cfg.acquisition != "random" or callback is not None or len(rules) > 1
+        reducer = Reducer(self.scalarizer)   # prepared once, on the first good frames; fixed for the run
         state = self.instrument.state()
         tracker = DriftTracker(survey.image) if cfg.drift_every else None
         findings: list[dict[str, typing.Any]] = []
@@ -232,7 +235,7 @@ class Experiment:
                 measured = self.instrument.measure(probe)
                 if step == 0:
                     findings = _check(measured, state)
-                result = self.scalarizer(measured)
+                result = reducer.frames(measured)
                 probes.append(np.asarray(probe, np.int64))
                 steerer.observe(positions, result.values)
                 frames.append(np.asarray(measured.data))
@@ -268,7 +271,7 @@ class Experiment:
             step_seconds=step_seconds, max_std=max_std, stopped_by=stopped_by,
             instrument_state=state, n_candidates=len(patches), step_measured=step_measured,
             probe_positions=np.concatenate(probes) if probes else np.zeros((0, 2), np.int64),
-            drift=tracker.as_array() if tracker is not None else np.zeros((0, 4)), findings=findings)
+            resolved=reducer.resolved, drift=tracker.as_array() if tracker is not None else np.zeros((0, 4)), findings=findings)
 
 
 def _check(frames: Frames, state: dict[str, typing.Any]) -> list[dict[str, typing.Any]]:

@@ -7,8 +7,9 @@ per-chunk CRC-32): survey (H, W), positions (n, 2) int, values (n,), reasons (n,
 per step, probe_positions (n, 2) where the probe went (positions moved by the drift) and, when
 drift was tracked, drift (k, 4): measurements so far, dy px, dx px, seconds; each is the EMD array
 group ``/experiment/<name>`` with its values in ``data``. Root attributes hold the configuration,
-scalarizer, instrument state (JSON), package version, the rule that stopped it and ``findings``
-(JSON: metadata the frames contradict, :mod:`emedge_core.consistency`).
+scalarizer, instrument state (JSON), package version, the rule that stopped it, ``findings``
+(JSON: metadata the frames contradict, :mod:`emedge_core.consistency`) and ``resolved`` (JSON: the
+scalarizer geometry found on the first good frames and used by every step, e.g. the bright-field disk).
 :class:`emedge_core.replay.Replay` and :func:`emedge_core.emd.read` read it.
 """
 from __future__ import annotations
@@ -35,7 +36,7 @@ def write_experiment(result: ExperimentResult, out_dir: str) -> dict[str, str]:
         "survey_pixel_size_nm": result.survey.pixel_size_nm, "config": json.dumps(dataclasses.asdict(result.config)),
         "scalarizer": json.dumps(result.scalarizer),
         "instrument_state": json.dumps(result.instrument_state, default=emd.jsonable),
-        "findings": json.dumps(result.findings)}
+        "findings": json.dumps(result.findings), "resolved": json.dumps(result.resolved, default=emd.jsonable)}
     if "energy_eV" not in result.frame_axis and result.frame_axis.get("mrad_per_px") is not None:
         attrs["mrad_per_px"] = float(result.frame_axis["mrad_per_px"])
     prov = provenance.collect({"config": dataclasses.asdict(result.config), "scalarizer": result.scalarizer,

@@ -26,6 +26,9 @@ import numpy as np
 
 from emedge_core.instrument import Frames, Survey, check_positions
 
+if typing.TYPE_CHECKING:
+    from emedge_core.scalarize import Scalarizer
+
 ENERGY_OFFSET_EV = -10.0
 ENERGY_STEP_EV = 0.5
 EDGE_EV = 99.0
@@ -282,11 +285,14 @@ class DigitalTwin:
         """Noise-free frames at ``positions`` (n, 2)."""
         return self._wrap(self._clean_frames(check_positions(positions, self._survey.shape)).astype(np.float32))
 
-    def truth(self, scalarizer: typing.Callable[[Frames], typing.Any], chunk: int = 2048) -> np.ndarray:
-        """(H, W) noise-free map of ``scalarizer`` over every survey pixel."""
+    def truth(self, scalarizer: typing.Union[str, dict[str, typing.Any], "Scalarizer"], chunk: int = 2048) -> np.ndarray:
+        """(H, W) noise-free map of ``scalarizer`` (an object or a spec) over every survey pixel,
+        prepared once (on the first chunk) like any run."""
+        from emedge_core.scalarize import reduce
+
         h, w = self._survey.shape
         rr, cc = np.mgrid[0:h, 0:w]
         pos = np.stack([rr.ravel(), cc.ravel()], axis=1)
-        out = np.concatenate([np.asarray(scalarizer(self.truth_frames(pos[i:i + chunk])).values)
-                              for i in range(0, len(pos), chunk)])
+        out = reduce(scalarizer, (self.truth_frames(pos[i:i + chunk]) for i in range(0, len(pos), chunk)),
+                     scan_shape=(h, w)).values
         return out.reshape(h, w)

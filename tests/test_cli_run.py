@@ -52,9 +52,9 @@ def test_run_replay_and_rerun_of_an_experiment_file(tmp_path):
     pos = np.array(first["positions"])
     assert len(pos) == 10
     # the values are the scalarizer applied to the file's frames at those positions
-    from emedge_core.scalarize import from_spec
+    from emedge_core.scalarize import reduce
     from emedge_core.instrument import Frames
-    ref = from_spec("com_magnitude")(Frames(data[pos[:, 0], pos[:, 1]], "diffraction")).values
+    ref = reduce("com_magnitude", Frames(data[pos[:, 0], pos[:, 1]], "diffraction")).values
     np.testing.assert_allclose(first["scalars"], ref, rtol=1e-6)
     # the experiment file replays: only its measured positions are candidates
     p = emedge("run", "--instrument", "replay", "--data", str(tmp_path / "o" / "experiment.h5"), "--scalarizer",

@@ -12,8 +12,9 @@ import pytest
 from emedge_core import EmedgeError
 from emedge_core.cli import main
 from emedge_core.instrument import Frames
-from emedge_core.scalarize import REGISTRY, Reason, from_spec, get_backend, reduce
+from emedge_core.scalarize import REGISTRY, Reason, Reducer, from_spec, get_backend, reduce
 from emedge_core.scalarize import backends as backends_mod
+from emedge_core.scalarize import notice as notice_mod
 from emedge_core.scalarize.diffraction import bf_disk
 from emedge_core.scalarize.dpc import find_rotation, integrate, rotate
 
@@ -65,7 +66,7 @@ def test_com_of_shifted_disks_is_exact(backend: str) -> None:
     rng = np.random.default_rng(1)
     shifts = rng.uniform(-3, 3, (64, 2))
     frames = Frames(shifted_disks(shifts, scale=50.0).astype(np.float32), "diffraction")
-    com = from_spec({"name": "com", "center": [DISK_AT, DISK_AT]}).use(backend)(frames)
+    com = reduce({"name": "com", "center": [DISK_AT, DISK_AT]}, frames, backend=backend)
     assert (com.reason == Reason.OK).all()
     np.testing.assert_allclose(com.values, shifts, atol=1e-4, rtol=0)
 
@@ -75,10 +76,10 @@ def test_com_uint16_and_geometric_centre() -> None:
     data = shifted_disks(shifts, scale=1600.0)            # quarter/eighth shifts: integer counts
     assert np.allclose(data, np.round(data))
     frames = Frames(data.astype(np.uint16), "diffraction")
-    com = from_spec("com")(frames)                        # relative to ((32-1)/2, (32-1)/2)
+    com = reduce("com", frames)                        # relative to ((32-1)/2, (32-1)/2)
     np.testing.assert_allclose(com.values, shifts + (DISK_AT - (DET - 1) / 2), atol=1e-4, rtol=0)
-    mag = from_spec("com_magnitude")(frames).values
-    ang = from_spec("com_angle")(frames).values
+    mag = reduce("com_magnitude", frames).values
+    ang = reduce("com_angle", frames).values
     np.testing.assert_allclose(mag, np.hypot(*com.values.T), rtol=1e-12)
     np.testing.assert_allclose(ang, np.arctan2(com.values[:, 0], com.values[:, 1]), rtol=1e-12)
 
@@ -87,9 +88,9 @@ def test_com_radius_ignores_pixels_outside_the_disk() -> None:
     data = shifted_disks(np.array([[0.5, -1.0]]), scale=10.0)
     data[0, 0, 0] = 500.0                                  # a hot pixel far outside
     frames = Frames(data.astype(np.float32), "diffraction")
-    masked = from_spec({"name": "com", "center": [DISK_AT, DISK_AT], "radius": 10}).use("numpy")(frames)
+    masked = reduce({"name": "com", "center": [DISK_AT, DISK_AT], "radius": 10}, frames, backend="numpy")
     np.testing.assert_allclose(masked.values, [[0.5, -1.0]], atol=1e-4)
-    unmasked = from_spec({"name": "com", "center": [DISK_AT, DISK_AT]})(frames)
+    unmasked = reduce({"name": "com", "center": [DISK_AT, DISK_AT]}, frames)
     assert abs(unmasked.values[0, 0] - 0.5) > 1.0
 
 
@@ -121,7 +122,7 @@ def test_virtual_detectors_sum_their_masks() -> None:
     for spec, mask in cases.items():
         want = (data.astype(np.float64) * mask).sum(axis=(1, 2))
         for backend in ("numpy", "torch:cpu"):
-            np.testing.assert_allclose(from_spec(spec).use(backend)(frames).values, want, rtol=1e-6, err_msg=spec)
+            np.testing.assert_allclose(reduce(spec, frames, backend=backend).values, want, rtol=1e-6, err_msg=spec)
 
 
 def test_virtual_auto_radii_follow_the_bright_field_disk() -> None:
@@ -138,8 +139,8 @@ def test_virtual_auto_radii_follow_the_bright_field_disk() -> None:
 
 def test_mrad_radii_need_a_calibration() -> None:
     with pytest.raises(EmedgeError, match="mrad_per_px"):
-        from_spec({"name": "virtual_bf", "outer": 3, "units": "mrad"})(
-            Frames(np.ones((2, 8, 8), np.float32), "diffraction"))
+        reduce({"name": "virtual_bf", "outer": 3, "units": "mrad"},
+               Frames(np.ones((2, 8, 8), np.float32), "diffraction"))
 
 
 # -- DPC and iCoM ------------------------------------------------------------------------------
@@ -187,11 +188,13 @@ def test_integrate_is_exact_for_a_periodic_gradient() -> None:
 def test_map_level_reductions_refuse_single_frames() -> None:
     frames = Frames(np.ones((3, 8, 8), np.float32), "diffraction")
     with pytest.raises(EmedgeError, match="whole scan map"):
-        from_spec("icom")(frames)
+        Reducer("icom").frames(frames)
     with pytest.raises(EmedgeError, match="whole scan map"):
-        from_spec("dpc")(frames)
-    rotated = from_spec({"name": "dpc", "rotation_deg": 90, "center": [DISK_AT, DISK_AT]})(
-        Frames(shifted_disks(np.array([[1.0, 0.0]])).astype(np.float32), "diffraction"))
+        Reducer("dpc").frames(frames)
+    with pytest.raises(EmedgeError, match=r"needs an \(H, W\) scan shape"):
+        reduce("icom", frames)
+    rotated = reduce({"name": "dpc", "rotation_deg": 90, "center": [DISK_AT, DISK_AT]},
+                     Frames(shifted_disks(np.array([[1.0, 0.0]])).astype(np.float32), "diffraction"))
     np.testing.assert_allclose(rotated.values, [[0.0, 1.0]], atol=1e-6)
 
 
@@ -201,9 +204,9 @@ def test_peak_energy_of_gaussians_to_a_fraction_of_a_channel(backend: str) -> No
     e = energy_axis()
     centres = np.random.default_rng(3).uniform(10, 40, 50)
     frames = Frames(gaussians(centres, e).astype(np.float32), "spectrum", energy_eV=e)
-    exact = from_spec({"name": "eels_peak_energy", "smooth": 1}).use(backend)(frames).values
+    exact = reduce({"name": "eels_peak_energy", "smooth": 1}, frames, backend=backend).values
     np.testing.assert_allclose(exact, centres, atol=1e-3 * 0.25)          # 1/1000 channel
-    smoothed = from_spec({"name": "eels_peak_energy", "smooth": 5}).use(backend)(frames).values
+    smoothed = reduce({"name": "eels_peak_energy", "smooth": 5}, frames, backend=backend).values
     np.testing.assert_allclose(smoothed, centres, atol=0.05 * 0.25)       # 1/20 channel
 
 
@@ -212,13 +215,13 @@ def test_zlp_alignment() -> None:
     drift = np.array([-1.3, 0.0, 0.8, 2.1])
     spectra = gaussians(drift, e, 0.6, 5000) + gaussians(18.0 + drift, e, 1.5, 800)
     frames = Frames(spectra.astype(np.float32), "spectrum", energy_eV=e)
-    raw = from_spec({"name": "eels_peak_energy", "smooth": 1})(frames).values
-    aligned = from_spec({"name": "eels_peak_energy", "smooth": 1, "zlp_eV": [-4, 4]})(frames).values
+    raw = reduce({"name": "eels_peak_energy", "smooth": 1}, frames).values
+    aligned = reduce({"name": "eels_peak_energy", "smooth": 1, "zlp_eV": [-4, 4]}, frames).values
     np.testing.assert_allclose(raw, 18.0 + drift, atol=1e-3)
     np.testing.assert_allclose(aligned, 18.0, atol=1e-3)
-    band = from_spec({"name": "eels_band_integral", "band_eV": [14, 22], "zlp_eV": [-4, 4]})(frames).values
+    band = reduce({"name": "eels_band_integral", "band_eV": [14, 22], "zlp_eV": [-4, 4]}, frames).values
     assert np.ptp(band) / band.mean() < 0.02          # the window follows the plasmon
-    peak = from_spec({"name": "eels_peak_max", "range_eV": [10, 30], "zlp_eV": [-4, 4]})(frames).values
+    peak = reduce({"name": "eels_peak_max", "range_eV": [10, 30], "zlp_eV": [-4, 4]}, frames).values
     assert np.all(np.abs(peak - 800) < 10)
 
 
@@ -231,7 +234,7 @@ def test_band_integral_ratio_and_peak_max() -> None:
     lo, hi = (e >= 5) & (e <= 10), (e >= 15) & (e <= 20)
     for backend in ("numpy", "torch:cpu"):
         def s(spec: typing.Any) -> np.ndarray:
-            return from_spec(spec).use(backend)(frames).values  # noqa: B023  (called in this iteration)
+            return reduce(spec, frames, backend=backend).values  # noqa: B023  (called in this iteration)
 
         np.testing.assert_allclose(s({"name": "eels_band_integral", "band_eV": [5, 10]}), data[:, lo].sum(1))
         np.testing.assert_allclose(s("eels_band_ratio"), data[:, lo].sum(1) / data[:, hi].sum(1), rtol=1e-12)
@@ -247,7 +250,7 @@ def test_edge_intensity_above_a_power_law() -> None:
     pos = np.clip(e, 1, None)
     spectra = amplitude[:, None] * pos[None] ** -r[:, None] + jump[:, None] * (e >= 99) * np.exp(-(e - 99) / 40)
     frames = Frames(spectra.astype(np.float32), "spectrum", energy_eV=e)
-    got = from_spec("eels_edge_intensity")(frames).values
+    got = reduce("eels_edge_intensity", frames).values
     post = (e >= 100) & (e <= 130)
     want = (jump[:, None] * np.exp(-(e[post] - 99) / 40)).sum(1)
     np.testing.assert_allclose(got, want, rtol=5e-3)
@@ -256,8 +259,8 @@ def test_edge_intensity_above_a_power_law() -> None:
 def test_windows_outside_the_spectrum_are_an_error() -> None:
     e = energy_axis(40)
     with pytest.raises(EmedgeError, match="outside the spectrum"):
-        from_spec({"name": "eels_band_integral", "band_eV": [200, 300]})(
-            Frames(np.ones((2, 40), np.float32), "spectrum", energy_eV=e))
+        reduce({"name": "eels_band_integral", "band_eV": [200, 300]},
+               Frames(np.ones((2, 40), np.float32), "spectrum", energy_eV=e))
 
 
 # -- bad frames ------------------------------------------------------------------------------
@@ -282,18 +285,18 @@ def test_a_nan_outside_the_detector_mask_still_counts() -> None:
     data = np.ones((3, 16, 16), np.float32)
     data[1, 0, 0] = np.nan                   # outside the bright-field disk
     data[2, 0, 15] = -np.inf
-    out = from_spec({"name": "virtual_bf", "outer": 3})(Frames(data, "diffraction"))
+    out = reduce({"name": "virtual_bf", "outer": 3}, Frames(data, "diffraction"))
     assert out.reason.tolist() == [Reason.OK, Reason.NONFINITE, Reason.NONFINITE]
     zero_inside = np.zeros((1, 16, 16), np.float32)
     zero_inside[0, 0, 0] = 5                 # counts only outside the CoM disk: no value, but not empty
-    out = from_spec({"name": "com", "radius": 3})(Frames(zero_inside, "diffraction"))
+    out = reduce({"name": "com", "radius": 3}, Frames(zero_inside, "diffraction"))
     assert out.reason.tolist() == [Reason.FAILED]
 
 
 def test_uint16_saturation_defaults_to_the_dtype_max() -> None:
     data = np.full((3, 8, 8), 7, np.uint16)
     data[1, 2, 2] = 65535
-    out = from_spec("com_magnitude")(Frames(data, "diffraction"))
+    out = reduce("com_magnitude", Frames(data, "diffraction"))
     assert out.reason.tolist() == [Reason.OK, Reason.SATURATED, Reason.OK]
 
 
@@ -323,7 +326,7 @@ def test_a_failed_reduction_is_flagged() -> None:
     e = energy_axis(200)
     data = np.ones((3, 200), np.float32)
     data[1, (e >= 15) & (e <= 20)] = 0       # nothing in the high band: the ratio has no value
-    out = from_spec("eels_band_ratio")(Frames(data, "spectrum", energy_eV=e))
+    out = reduce("eels_band_ratio", Frames(data, "spectrum", energy_eV=e))
     assert out.reason.tolist() == [Reason.OK, Reason.FAILED, Reason.OK]
     assert np.isnan(out.values[1]) and np.isfinite(out.values[[0, 2]]).all()
 
@@ -393,7 +396,7 @@ def test_backend_names_and_fallback_without_a_gpu(monkeypatch: pytest.MonkeyPatc
         get_backend("opencl")
     monkeypatch.setenv("EMEDGE_BACKEND", "torch:cpu")
     assert repr(get_backend("auto")) == "torch:cpu"
-    monkeypatch.setattr(backends_mod, "_warned", set())
+    monkeypatch.setattr(notice_mod, "_warned", set())
     with pytest.warns(RuntimeWarning, match="unavailable"):
         be = get_backend("cupy:cuda:7" if torch.cuda.is_available() else "torch:cuda")
     assert be.name == "numpy"
@@ -413,7 +416,7 @@ def test_a_device_error_mid_stream_falls_back_to_numpy_once(monkeypatch: pytest.
         def is_device_error(self, exc: BaseException) -> bool:
             return isinstance(exc, torch.OutOfMemoryError)
 
-    monkeypatch.setattr(backends_mod, "_warned", set())
+    monkeypatch.setattr(notice_mod, "_warned", set())
     rng = np.random.default_rng(10)
     cube = rng.poisson(3, (8, 6, 16, 16)).astype(np.float32)
     with warnings.catch_warnings(record=True) as caught:
@@ -470,7 +473,7 @@ def test_twin_frames_still_drive_the_loop_interface() -> None:
 
     for signal, spec in (("spectrum", "eels_peak_energy"), ("diffraction", "com_magnitude")):
         twin = DigitalTwin(size=32, signal=signal, seed=1)
-        result = from_spec(spec)(twin.measure(np.array([[3, 4], [10, 12]])))
+        result = reduce(spec, twin.measure(np.array([[3, 4], [10, 12]])))
         assert result.values.shape == (2,) and (result.reason == Reason.OK).all()
 
 
@@ -570,3 +573,47 @@ def test_cpu_pass_lets_nan_and_inf_through_for_screening() -> None:
     for ax in (cpu_kernels.coordinate_axes(weights, (8, 8)), None):
         proj, _ = cpu_kernels.project_max(frames.reshape(4, -1), weights, False, ax)
         assert np.isfinite(proj[0]).tolist() == [True, False, False, True]
+
+
+def test_a_run_resolves_the_bf_disk_once_and_records_what_every_step_used(tmp_path: typing.Any) -> None:
+    """The automatic disk is found on the first good frames and then fixed: every step's values equal
+    a reduction with the recorded geometry given explicitly, and experiment.h5 holds that geometry."""
+    import h5py
+
+    from emedge_core.experiment import Experiment, ExperimentConfig
+    from emedge_core.experiment_file import write_experiment
+    from emedge_core.twin import DigitalTwin
+
+    twin = DigitalTwin(size=32, seed=3, signal="diffraction")
+    batches: list[Frames] = []
+
+    class Recording:        # the twin, keeping every batch of frames it hands out
+        signal_kind = twin.signal_kind
+
+        def __getattr__(self, name: str) -> typing.Any:
+            return getattr(twin, name)
+
+        def measure(self, positions: np.ndarray) -> Frames:
+            batches.append(twin.measure(positions))
+            return batches[-1]
+
+    spec = {"name": "virtual_bf", "center": "auto"}
+    cfg = ExperimentConfig(budget=12, seeds=4, batch=4, acquisition="random", window=8)
+    result = Experiment(typing.cast(typing.Any, Recording()), spec, cfg).run()
+    geo = result.resolved
+    assert {"bf_center_px", "bf_radius_px", "center_px", "outer_px"} <= set(geo)
+    assert len(batches) == 3 and np.isfinite(result.values).all()
+    fixed = {"name": "virtual_bf", "center": geo["center_px"], "outer": geo["outer_px"]}
+    for i, frames in enumerate(batches):
+        np.testing.assert_allclose(result.values[4 * i:4 * i + 4], reduce(fixed, frames).values, rtol=1e-6)
+    # what the bug did: preparing on every step's frames finds a different disk each time
+    per_step = [reduce(spec, frames).resolved["bf_radius_px"] for frames in batches[1:]]
+    assert any(abs(r - geo["bf_radius_px"]) > 1e-3 for r in per_step), (per_step, geo)
+    paths = write_experiment(result, str(tmp_path))
+    with h5py.File(paths["h5"], "r") as f:
+        written = json.loads(f["experiment"].attrs["resolved"])
+    assert written.keys() == geo.keys()
+    for key, value in geo.items():
+        np.testing.assert_allclose(written[key], value)
+    with open(paths["summary"]) as fp:
+        assert json.load(fp)["resolved"].keys() == geo.keys()

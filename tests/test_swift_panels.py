@@ -279,7 +279,7 @@ def test_export_selected_items_to_emd(swift: typing.Any, tmp_path: pathlib.Path)
 def test_hpc_reduce_job_local_backend(swift: typing.Any) -> None:
     """Submit the selected spectrum image, follow the job, fetch the map back as a data item."""
     from emedge_core.instrument import Frames
-    from emedge_core.scalarize import from_spec
+    from emedge_core.scalarize import reduce
 
     dc = swift
     view = dc.find_dock_panel("emedge-hpc-panel").panel_delegate.views[-1]
@@ -304,8 +304,8 @@ def test_hpc_reduce_job_local_backend(swift: typing.Any) -> None:
     assert view.status.text.startswith("fetched"), view.status.text
     maps = {i.title: i.data for i in view.fetched[job_id]}
     reduced = maps["reduce reduced.npy"]
-    want = from_spec("eels_band_integral")(Frames(data.reshape(-1, 256), "spectrum",
-                                                  energy_eV=-20.0 + np.arange(256.0))).values.reshape(6, 6)
+    want = reduce("eels_band_integral", Frames(data.reshape(-1, 256), "spectrum",
+                                                energy_eV=-20.0 + np.arange(256.0))).values.reshape(6, 6)
     np.testing.assert_allclose(reduced, want, rtol=1e-5)
     assert reduced[0, -1] > reduced[0, 0]
 

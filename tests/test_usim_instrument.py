@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("nionswift_plugin.usim")
 
 from emedge_core import EmedgeError  # noqa: E402
-from emedge_core.scalarize import from_spec  # noqa: E402
+from emedge_core.scalarize import reduce  # noqa: E402
 from nionswift_plugin.emedge.swift_instrument import SwiftInstrument, UsimSession  # noqa: E402
 
 
@@ -45,7 +45,7 @@ def test_survey_measure_state_spectra(usim: UsimSession) -> None:
     frames = inst.measure(np.array([bright, dark, bright]))
     assert frames.kind == "spectrum" and frames.data.shape == (3, 512)
     assert frames.energy_eV[0] == pytest.approx(-20.0) and np.diff(frames.energy_eV) == pytest.approx(1.0)
-    plasmon = from_spec("eels_band_integral")(frames).values
+    plasmon = reduce("eels_band_integral", frames).values
     # the probe really moved: the specimen (bright HAADF) gives a plasmon, vacuum almost none
     assert plasmon[0] > 5 * plasmon[1] and plasmon[2] > 5 * plasmon[1]
     state = inst.state()

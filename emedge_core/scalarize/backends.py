@@ -29,11 +29,11 @@ import dataclasses
 import functools
 import os
 import typing
-import warnings
 
 import numpy as np
 
 from emedge_core import EmedgeError
+from emedge_core.scalarize.notice import warn_once
 
 #: host copies into pinned staging memory larger than this are split over threads
 PARALLEL_COPY_BYTES = 8 << 20
@@ -368,16 +368,6 @@ class CupyBackend(_CudaBackend):
         proj = flat.sum(axis=1)[None] if weights is None else weights @ flat.T
         maxv = flat.max(axis=1) if want_max else None
         return Chunk(data, proj, maxv)
-
-
-_warned: set[str] = set()
-
-
-def warn_once(message: str) -> None:
-    """One ``RuntimeWarning`` per distinct message and process."""
-    if message not in _warned:
-        _warned.add(message)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 @functools.lru_cache(maxsize=1)

@@ -1,22 +1,23 @@
-"""The scalarizer interface: one small class per reduction (cf. LiberTEM's UDFs).
+"""The scalarizer interface: one small, passive class per reduction (cf. LiberTEM's UDFs).
 
-A scalarizer turns frames into one number (or a short vector) per position. A
-subclass declares its result (``name``, ``signal_kind``, ``components``, ``unit``)
-and three verbs:
+A scalarizer turns frames into one number (or a short vector) per position. It declares
+its result (``name``, ``signal_kind``, ``components``, ``unit``, what it reads) and three verbs,
+and never runs itself: a :class:`~emedge_core.scalarize.reducer.Reducer` calls them.
 
-- :meth:`Scalarizer.prepare` - once per data set: check the calibration, resolve
-  "auto" parameters from a first chunk, and return the weight rows (k, P) the
-  shared pass should project every frame on (row 0 >= 0, e.g. the mask; it also
-  screens the frames), or None for the frame totals;
+- :meth:`Scalarizer.prepare` - once per data set or experiment, on its first good frames:
+  check the calibration, resolve "auto" parameters, and return the weight rows (k, P) the
+  shared pass should project every frame on (row 0 >= 0, e.g. the mask; it also screens
+  the frames), or None for the frame totals; :meth:`Scalarizer.resolved` then says what was found;
 - :meth:`Scalarizer.process` - per chunk, on the device: reduce a
   :class:`~emedge_core.scalarize.backends.Chunk` to (n,) or (n, k) values with the
   array-API namespace ``be.xp``, never branching on the backend;
 - :meth:`Scalarizer.finalize` - once, on the whole (H, W[, k]) map, for the
-  reductions that need neighbours (DPC rotation, iCoM). Merging chunks is a copy
-  into the map and lives in the executor (:mod:`emedge_core.scalarize.stream`).
+  reductions that need neighbours (DPC rotation, iCoM).
 
-Bad frames never stop a stream: :func:`screen` gives each position a
-:class:`Reason`, and its value is NaN.
+Screening bad frames, merging chunks and choosing the device live in the reducer and the
+executor (:mod:`emedge_core.scalarize.stream`). Third-party scalarizers register with
+:func:`register` or through the ``emedge.scalarizers`` entry-point group (see
+``docs/architecture.md``).
 """
 from __future__ import annotations
 
@@ -29,7 +30,6 @@ import typing
 import numpy as np
 
 from emedge_core import EmedgeError
-from emedge_core.instrument import Frames
 
 if typing.TYPE_CHECKING:
     from emedge_core.scalarize.backends import Backend, Chunk
@@ -132,50 +132,20 @@ class Scalarizer(abc.ABC):
         return out
 
     def use(self, backend: str) -> "Scalarizer":
-        """Run :meth:`__call__` on ``backend`` ("auto", "numpy", "torch", "cupy", ...); returns self."""
+        """Prefer ``backend`` ("auto", "numpy", "torch", "cupy", ...) when a reducer runs this
+        scalarizer without being told one; returns self."""
         self._backend = backend
         return self
 
-    def __call__(self, frames: Frames) -> ScalarResult:
-        """Reduce frames (n, *sig) to a :class:`ScalarResult` (the experiment loop's entry)."""
-        from emedge_core.scalarize.stream import reduce
-
-        if self.map_level:
-            raise EmedgeError(f"scalarizer {self.name!r} needs the whole scan map; use it with "
-                              "`emedge scalarize` or emedge_core.scalarize.reduce")
-        out = reduce(self, frames, backend=self._backend)
-        return ScalarResult(out.values, out.reason)
-
-
-def screen(chunk: "Chunk", be: "Backend", level: typing.Optional[float]) -> np.ndarray:
-    """Reason code (n,) uint8 for the frames of ``chunk``; ``level``: saturation counts or None.
-
-    Uses ``chunk.proj[0]`` (a projection on weights >= 0: the frame totals or the reduction's
-    mask) and the maxima from the shared pass; only frames whose projection is non-finite or
-    zero are looked at again, pixel by pixel.
-    """
-    xp = be.xp
-    total = chunk.proj[0]
-    n = int(total.shape[0])
-    flat = xp.reshape(chunk.data, (n, -1))
-    reason = np.zeros(n, np.uint8)
-    suspect = np.flatnonzero(~be.to_numpy(xp.isfinite(total)))
-    if suspect.size:
-        rows = xp.take(flat, be.asarray(suspect), axis=0)
-        bad = ~be.to_numpy(xp.all(xp.isfinite(rows), axis=1))
-        reason[suspect[bad]] = Reason.NONFINITE
-    zero = np.flatnonzero(be.to_numpy(total == 0))
-    if zero.size:
-        rows = xp.take(flat, be.asarray(zero), axis=0)
-        empty = ~be.to_numpy(xp.any(rows != 0, axis=1))
-        reason[zero[empty]] = Reason.EMPTY
-    if level is not None and chunk.maxv is not None:
-        sat = be.to_numpy(chunk.maxv >= level) & (reason == Reason.OK)
-        reason[sat] = Reason.SATURATED
-    return reason
+    @property
+    def backend_choice(self) -> str:
+        """The backend a reducer uses unless told otherwise (:meth:`use`; default "auto")."""
+        return self._backend
 
 
 REGISTRY: dict[str, type[Scalarizer]] = {}
+#: entry-point group through which other packages add scalarizers: ``name = package.module:Class``
+SCALARIZER_GROUP = "emedge.scalarizers"
 
 S = typing.TypeVar("S", bound=type[Scalarizer])
 
@@ -184,6 +154,25 @@ def register(cls: S) -> S:
     """Class decorator: make a scalarizer selectable by name."""
     REGISTRY[cls.name] = cls
     return cls
+
+
+def load_plugins() -> dict[str, type[Scalarizer]]:
+    """Register the scalarizers installed through the ``emedge.scalarizers`` entry points (once
+    each) and return the whole registry. A plug-in that fails to load raises EmedgeError."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=SCALARIZER_GROUP):
+        if ep.name in REGISTRY:
+            continue
+        try:
+            cls = ep.load()
+        except Exception as e:  # a broken third-party package: say which
+            raise EmedgeError(f"scalarizer plug-in {ep.name!r} ({ep.value}) failed to load: "
+                              f"{type(e).__name__}: {e}") from None
+        if not (isinstance(cls, type) and issubclass(cls, Scalarizer)):
+            raise EmedgeError(f"scalarizer plug-in {ep.name!r} ({ep.value}) is not a Scalarizer subclass")
+        REGISTRY[ep.name] = cls
+    return REGISTRY
 
 
 def from_spec(spec: typing.Union[str, dict[str, typing.Any], Scalarizer]) -> Scalarizer:
@@ -203,7 +192,7 @@ def from_spec(spec: typing.Union[str, dict[str, typing.Any], Scalarizer]) -> Sca
         raise EmedgeError('scalarizer spec must be a name or a JSON object {"name": ..., <params>}')
     params = dict(spec)
     name = params.pop("name")
-    cls = REGISTRY.get(name)
+    cls = REGISTRY.get(name) or load_plugins().get(name)
     if cls is None:
         raise EmedgeError(f"unknown scalarizer {name!r}; known: {', '.join(sorted(REGISTRY))}")
     try:

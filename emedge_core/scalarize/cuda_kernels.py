@@ -17,6 +17,8 @@ import typing
 
 import numpy as np
 
+from emedge_core.scalarize.notice import warn_once
+
 MAX_ROWS = 8
 THREADS = 256
 
@@ -117,8 +119,6 @@ def project_max(flat: typing.Any, weights: typing.Any) -> typing.Optional[tuple[
     try:
         kernel = _module().get_function(_name(dtype))
     except Exception as e:  # no NVRTC, a compiler error: the generic path still works
-        from emedge_core.scalarize.backends import warn_once
-
         _broken.append(str(e))
         warn_once(f"fused CUDA projection kernel unavailable ({type(e).__name__}: {e}); using cast + GEMM")
         return None

@@ -139,9 +139,9 @@ class _CoMBase(Geometry, Scalarizer):
 class CoM(_CoMBase):
     """Centre of mass (row, col) of each pattern in detector px, relative to ``center``.
 
-    >>> import numpy as np; from emedge_core.instrument import Frames
+    >>> import numpy as np; from emedge_core.scalarize import reduce
     >>> p = np.zeros((1, 5, 5), np.float32); p[0, 3, 1] = 1
-    >>> CoM()(Frames(p, "diffraction")).values.tolist()
+    >>> reduce(CoM(), p).values.tolist()
     [[1.0, -1.0]]
     """
 

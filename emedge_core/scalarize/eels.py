@@ -87,6 +87,13 @@ class _EELS(Scalarizer):
         if self.zlp_eV is not None:
             self._slices["zlp_eV"] = channels(e, self.zlp_eV, "zlp_eV")
 
+    def resolved(self) -> dict[str, typing.Any]:
+        """The energy windows as channel ranges [start, stop) (ZLP window included) and the channel width."""
+        slices: dict[str, slice] = getattr(self, "_slices", {})
+        if not slices:
+            return {}
+        return {"channels": {name: [sl.start, sl.stop] for name, sl in slices.items()}, "eV_per_channel": self._step}
+
     def _zlp(self, data: typing.Any, signal: Signal, xp: typing.Any) -> typing.Any:
         """(n,) float64 refined ZLP energy of each spectrum (eV)."""
         sl = self._slices["zlp_eV"]

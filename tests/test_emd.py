@@ -140,7 +140,7 @@ def test_chunk_checksum_is_zlib_crc32() -> None:
 
 
 def test_stream_writer_flushes_the_first_chunk_then_on_its_interval_and_on_demand(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(emd, "FLUSH_SECONDS", 1e9)            # no interval flush within this test
+    monkeypatch.setattr(emd.writer, "FLUSH_SECONDS", 1e9)            # no interval flush within this test
     path = str(tmp_path / "f.h5")
     frames = DATA["series"]
     w = emd.StreamWriter(path, "series", frames.shape[1:], frames.dtype, codec="blosc2:threads=1", chunk_frames=2)
@@ -339,7 +339,7 @@ def test_any_append_sizes_give_the_same_file_content(tmp_path, nav) -> None:
 
 
 def test_small_frames_are_chunked_by_whole_scan_rows(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(emd, "CHUNK_BYTES", 3 * 6 * 200 * 4)          # three rows of 6 spectra per chunk
+    monkeypatch.setattr(emd.layout, "CHUNK_BYTES", 3 * 6 * 200 * 4)          # three rows of 6 spectra per chunk
     a = np.random.default_rng(2).random((8, 6, 200), dtype=np.float32)
     path = str(tmp_path / "e.h5")
     emd.write(path, {"eels": a}, codec="delta+blosc2", sig_ndim={"eels": 1})

@@ -25,8 +25,10 @@ from emedge_core import emd, provenance
 from emedge_core.experiment import ExperimentResult
 
 
-def write_experiment(result: ExperimentResult, out_dir: str) -> dict[str, str]:
-    """Write the three files into ``out_dir`` (created); returns their paths."""
+def write_experiment(result: ExperimentResult, out_dir: str,
+                     extra_provenance: typing.Optional[dict[str, typing.Any]] = None) -> dict[str, str]:
+    """Write the three files into ``out_dir`` (created); returns their paths. ``extra_provenance``: more
+    parameters for the provenance record (e.g. the remote caller and actions), added to its own."""
     os.makedirs(out_dir, exist_ok=True)
     paths = {"h5": os.path.join(out_dir, "experiment.h5"), "summary": os.path.join(out_dir, "summary.json"),
              "maps": os.path.join(out_dir, "maps.png")}
@@ -40,7 +42,8 @@ def write_experiment(result: ExperimentResult, out_dir: str) -> dict[str, str]:
     if "energy_eV" not in result.frame_axis and result.frame_axis.get("mrad_per_px") is not None:
         attrs["mrad_per_px"] = float(result.frame_axis["mrad_per_px"])
     prov = provenance.collect({"config": dataclasses.asdict(result.config), "scalarizer": result.scalarizer,
-                               "command": "emedge run", "findings": result.findings}, result.instrument_state)
+                               "command": "emedge run", "findings": result.findings} | (extra_provenance or {}),
+                              result.instrument_state)
     emd.write(paths["h5"], arrays, codec="auto", provenance=prov, root="experiment", sig_ndim=sig, dims=dims,
               attrs=attrs)
     with open(paths["summary"], "w") as fp:

@@ -18,7 +18,10 @@ COMMAND_MODULES = (
     "emedge_core.commands.run",
     "emedge_core.commands.scalarize",
     "emedge_core.commands.compress",
-    "hpc_client.cli",
+    "emedge_core.commands.serve",
+    "emedge_core.commands.remote",
+    "emedge_core.commands.jobs",
+    "emedge_core.commands.retrain",
 )
 
 

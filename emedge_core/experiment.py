@@ -134,6 +134,20 @@ class ExperimentResult:
         }
 
 
+def make_steerer(image: np.ndarray, config: ExperimentConfig,
+                 available: typing.Optional[np.ndarray] = None) -> Steerer:
+    """The candidates (patches of the survey ``image`` (H, W)), model and policy of a run with ``config``;
+    ``available`` (H, W) bool limits the candidates. :meth:`Experiment.run` steers with it and the
+    cluster retrain (:func:`emedge_core.jobs.retrain`) refits it, so both fit the same way."""
+    cfg = config
+    patches = make_patches(image, cfg.window, cfg.patch_mode, available,
+                           cfg.components if cfg.model.get("extractor", "mlp") == "mlp" else None)
+    model = DKLRegressor(patches.features.shape[1], window=cfg.window, seed=cfg.seed, **cfg.model)
+    acquisition = make_acquisition(cfg.acquisition, **cfg.acquisition_params)
+    return Steerer(patches, model, acquisition, seeds=cfg.seeds, batch=cfg.batch, travel=cfg.travel,
+                   seed=cfg.seed)
+
+
 class Experiment:
     """A closed-loop autonomous experiment on ``instrument`` with ``scalarizer``."""
 
@@ -182,16 +196,12 @@ class Experiment:
         """Run until a stopping rule fires (or :meth:`stop`); ``progress`` draws a bar on stderr."""
         cfg = self.config
         survey = self.instrument.survey()
-        patches = make_patches(survey.image, cfg.window, cfg.patch_mode, self.instrument.available(),
-                               cfg.components if cfg.model.get("extractor", "mlp") == "mlp" else None)
+        steerer = self.steerer = make_steerer(survey.image, cfg, self.instrument.available())
+        patches = steerer.patches
         if cfg.budget > len(patches):
             raise EmedgeError(f"budget {cfg.budget} is larger than the {len(patches)} candidate positions")
         if cfg.seeds > cfg.budget:
             raise EmedgeError(f"seeds ({cfg.seeds}) exceed the budget ({cfg.budget})")
-        model = DKLRegressor(patches.features.shape[1], window=cfg.window, seed=cfg.seed, **cfg.model)
-        acquisition = make_acquisition(cfg.acquisition, **cfg.acquisition_params)
-        steerer = self.steerer = Steerer(patches, model, acquisition, seeds=cfg.seeds, batch=cfg.batch,
-                                         travel=cfg.travel, seed=cfg.seed)
         rules = cfg.rules()
         # the random baseline needs the model only for the final maps, unless someone watches
         needs_model = cfg.acquisition != "random" or callback is not None or len(rules) > 1

@@ -13,13 +13,13 @@ import h5py
 import numpy as np
 import pytest
 
+from emedge_core.jobs import reduce_emd_job, retrain_job
 from hpc_client import (ConfigError, JobFailed, JobNotFound, JobSpec, JobState, Resources, Secret, StagingError,
                         open_client)
 from hpc_client import config, staging
 from hpc_client.backends import slurm_state
 from hpc_client.backends.slurmrest import Dialect
 from hpc_client.client import Client
-from hpc_client.jobkinds import reduce_emd_job, retrain_job
 
 
 @pytest.fixture(autouse=True)
@@ -190,6 +190,41 @@ def test_retrain_job_kind_locally(client: Client, tmp_path: typing.Any) -> None:
     (maps,) = client.fetch(job.id, str(tmp_path / "back"))
     pred = emd.read(maps, "prediction")
     assert pred.shape == (24, 24) and np.isfinite(pred[4:21, 4:21]).all() and np.isnan(pred[0, 0])
+
+
+def test_retrain_refits_like_the_live_loop_with_the_spatial_term(tmp_path: typing.Any) -> None:
+    """`emedge retrain` gives the maps of the live loop's refit (features + probe coordinates, the run's
+    model settings) on the same measurements; the old cluster retrain fitted without the coordinates."""
+    from emedge_core import emd
+    from emedge_core.dkl import DKLRegressor
+    from emedge_core.patches import make_patches
+
+    path = tmp_path / "experiment.h5"
+    _experiment(path)
+    r = subprocess.run([sys.executable, "-m", "emedge_core", "retrain", str(path), "--out", str(tmp_path / "m.emd"),
+                        "--json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout.splitlines()[-1])
+    assert summary["spatial"] is True and summary["n_measurements"] == 10
+    with h5py.File(path, "r") as f:
+        survey, pos, y = (emd.value(f["experiment"][k]) for k in ("survey", "positions", "values"))
+    patches = make_patches(survey, 8, "restrict", None, 8)     # the run's window, patch mode, components
+    idx = patches.lookup(pos)
+
+    def refit(with_coords: bool) -> tuple[np.ndarray, np.ndarray]:
+        model = DKLRegressor(patches.features.shape[1], window=8, seed=0, iters=10, warm_iters=5)
+        model.fit(patches.features[idx], y, coords=patches.coords[idx] if with_coords else None)
+        post = model.posterior(patches.features, coords=patches.coords if with_coords else None)
+        return patches.to_map(post.mean), patches.to_map(post.std)
+
+    live_mean, live_std = refit(True)
+    np.testing.assert_allclose(emd.read(str(tmp_path / "m.emd"), "prediction"), live_mean, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(emd.read(str(tmp_path / "m.emd"), "uncertainty"), live_std, rtol=1e-4, atol=1e-6)
+    flat_mean, _ = refit(False)            # what the cluster retrain used to compute: no spatial term
+    assert not np.allclose(flat_mean, live_mean, equal_nan=True, rtol=1e-3)
+    r = subprocess.run([sys.executable, "-m", "emedge_core", "retrain", str(tmp_path / "none.h5")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.startswith("emedge: error:") and "Traceback" not in r.stderr
 
 
 def test_reduce_job_kind_runs_emedge_scalarize(client: Client, tmp_path: typing.Any) -> None:

@@ -25,11 +25,11 @@ import numpy as np
 import pytest
 import requests
 
+from emedge_core.jobs import reduce_emd_job, retrain_job
 from hpc_client import (AuthError, HPCError, JobFailed, JobNotFound, JobSpec, JobState, RetryPolicy, Secret, Unreachable,
                         open_client)
 from hpc_client.backends.slurmrest import SlurmRestBackend
 from hpc_client.client import Client
-from hpc_client.jobkinds import reduce_emd_job, retrain_job
 from hpc_client.registry import Registry
 
 pytestmark = pytest.mark.slurm

@@ -1,6 +1,6 @@
 """The *HPC Jobs* panel: send the selected data item or an experiment as a job, follow it, fetch the results.
 
-Two job kinds (:mod:`hpc_client.jobkinds`):
+Two job kinds (:mod:`emedge_core.jobs`):
 
 - *reduce selected data item*: the item (a spectrum image or 4D-STEM scan) is written as an EMD
   file and every frame is scalarized on the node; the map comes back as a new data item;
@@ -8,7 +8,8 @@ Two job kinds (:mod:`hpc_client.jobkinds`):
   ``experiment.h5``; prediction and uncertainty come back as new data items.
 
 The backend and its endpoint come from the facility settings (:mod:`emedge_core.settings`) and
-``hpc_client``'s own configuration; all network and file work runs on worker threads.
+``hpc_client``'s own configuration, through :func:`emedge_core.jobs.open_client` as for ``emedge jobs``;
+all network and file work runs on worker threads.
 """
 from __future__ import annotations
 
@@ -20,24 +21,15 @@ import typing
 import numpy as np
 
 from emedge_core import EmedgeError
+from emedge_core.jobs import open_client
 from emedge_core.settings import load_settings
+from hpc_client.config import BACKENDS
 from nionswift_plugin.emedge.panels.export import Item, default_path, export_items
 from nionswift_plugin.emedge.panels.form import Form, PanelDelegate
 
 LOG = logging.getLogger("emedge")
 KINDS = {"reduce": "Reduce selected data item", "retrain": "Retrain on experiment file"}
-BACKENDS = ("local", "slurmrest", "sfapi")
 
-
-def open_client(backend: str) -> typing.Any:
-    """An ``hpc_client.Client`` for ``backend``: the facility's URL (remote backends) and staging directory
-    (local backend) from the settings; credentials from ``hpc_client``'s configuration."""
-    from hpc_client.client import open_client as hpc_open
-
-    settings = load_settings()
-    if backend == "local":
-        return hpc_open("local", staging_dir=os.path.join(settings.staging_dir, "hpc-jobs"))
-    return hpc_open(backend, url=settings.hpc_url or None)
 
 
 class HPCView:
@@ -118,7 +110,7 @@ class HPCView:
 
     def _submit_reduce(self, backend: str, item: Item, scalarizer: str) -> str:
         from emedge_core.scalarize import from_spec
-        from hpc_client.jobkinds import reduce_emd_job
+        from emedge_core.jobs import reduce_emd_job
 
         if item.xdata is None or item.xdata.data.ndim < 2:
             raise EmedgeError(f"{item.title!r} is not a scan of frames (spectrum image or 4D-STEM)")
@@ -131,7 +123,7 @@ class HPCView:
         return f"submitted {job.id} ({job.state.value})"
 
     def _submit_retrain(self, backend: str, path: str) -> str:
-        from hpc_client.jobkinds import retrain_job
+        from emedge_core.jobs import retrain_job
 
         if not os.path.isfile(path):
             raise EmedgeError(f"experiment file not found: {path or '(none given)'}")

@@ -1,0 +1,113 @@
+"""``emedge serve``: the remote-control server on this machine's instrument.
+
+    emedge serve --instrument twin|usim|replay [--data FILE] [--host H] [--port P] [--token-file F]
+                 [--cert F --key F] [--json]
+
+Listens on 127.0.0.1 unless --host says otherwise; every request needs the token in --token-file
+(made, mode 0600, when the file does not exist). With --json the first stdout line is
+{"url": ..., "token_file": ...}. Runs until SIGTERM or SIGINT, then stops the runs after their
+current step (their files are written) and exits 0. See docs/remote.md.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import typing
+
+from emedge_core import EmedgeError
+from emedge_core.commands.run import _pair, instrument_plugins
+
+if typing.TYPE_CHECKING:
+    from emedge_core.remote.server import Instruments
+
+
+def register(sub: typing.Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "serve", help="serve the experiment operations to clients on other computers (token, TLS)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--instrument", choices=("twin", "replay", *sorted(instrument_plugins())), default="twin",
+                   help="twin: the digital twin (a fresh one per run, seeded by the run's seed); replay: frames "
+                        "from --data; usim: nionswift-usim through Swift's instrumentation")
+    p.add_argument("--data", help="replay file (.npz or HDF5, as for emedge run)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=8765, help="TCP port (default 8765; 0: any free port)")
+    p.add_argument("--token-file", default=None,
+                   help="file holding the token (default ~/.config/emedge/remote-token; made, mode 0600, if missing)")
+    p.add_argument("--cert", help="TLS certificate (PEM); with --key the server speaks https")
+    p.add_argument("--key", help="TLS private key (PEM)")
+    p.add_argument("--out", default=None, help="where runs write run-<id>/ and the action log "
+                                                "(default <staging dir>/remote)")
+    p.add_argument("--max-runs", type=int, default=1, help="runs at the same time (default 1)")
+    p.add_argument("--rate", type=float, default=50.0, help="requests per second per caller (default 50)")
+    p.add_argument("--max-body", type=int, default=1 << 20, help="bytes per request body (default 1 MiB)")
+    p.add_argument("--size", type=int, default=128, help="twin and usim: survey edge in px (default 128)")
+    p.add_argument("--dose", type=float, default=2e4, help="twin only: electrons per frame (default 2e4)")
+    p.add_argument("--drift", default=None, metavar="DY,DX", help="twin only: specimen drift, px per frame")
+    p.add_argument("--json", action="store_true", help='first stdout line: {"url": ..., "token_file": ...}')
+    p.set_defaults(func=serve)
+
+
+def make_instruments(args: argparse.Namespace) -> Instruments:
+    """The server's instruments from the ``emedge serve`` options."""
+    from emedge_core.remote.schemas import BadRequest
+    from emedge_core.remote.server import Instruments
+
+    if args.instrument == "twin":
+        from emedge_core.twin import DigitalTwin
+
+        drift = _pair(args.drift, "--drift")
+        try:
+            DigitalTwin(size=args.size, dose=args.dose, drift_px_per_frame=drift)   # bad knobs fail now
+        except ValueError as e:
+            raise EmedgeError(str(e)) from None
+        return Instruments("twin", lambda signal, seed: DigitalTwin(
+            size=args.size, dose=args.dose, seed=seed, signal=signal, drift_px_per_frame=drift), fresh_per_run=True)
+    if args.instrument == "replay":
+        from emedge_core.replay import Replay
+
+        if not args.data:
+            raise EmedgeError("--instrument replay needs --data FILE")
+        probe = Replay(args.data)       # a missing or malformed file fails now, not at the first request
+        kind = probe.signal_kind
+        probe.close()
+
+        def replay(signal: str, seed: int) -> typing.Any:
+            if signal != kind:
+                raise BadRequest(f"the replay file {os.path.basename(args.data)} gives {kind} frames, not {signal}")
+            return Replay(args.data)
+
+        return Instruments("replay", replay)
+    factory = instrument_plugins()[args.instrument].load()
+    return Instruments(args.instrument, lambda signal, seed: factory(
+        argparse.Namespace(size=args.size, signal=signal, scalarizer=None, seed=seed)))
+
+
+def serve(args: argparse.Namespace) -> int:
+    from emedge_core.remote.auth import ensure_token
+    from emedge_core.remote.server import Limits, RemoteServer, serve_until_signal
+
+    if not 0 <= args.port < 65536:
+        raise EmedgeError("--port must be in 0..65535")
+    if args.max_runs < 1 or args.rate <= 0 or args.max_body < 1024:
+        raise EmedgeError("--max-runs must be >= 1, --rate > 0 and --max-body >= 1024")
+    for flag in ("cert", "key"):
+        path = getattr(args, flag)
+        if path is not None and not os.path.isfile(path):
+            raise EmedgeError(f"--{flag} {path} is not a file")
+    token, token_file = ensure_token(args.token_file)
+    server = RemoteServer(make_instruments(args), token, host=args.host, port=args.port, out_root=args.out,
+                          certfile=args.cert, keyfile=args.key,
+                          limits=Limits(max_body=args.max_body, rate=args.rate, burst=max(1, int(2 * args.rate)),
+                                        max_runs=args.max_runs))
+
+    def ready(url: str) -> None:
+        if args.json:
+            from emedge_core.cli import print_json
+
+            print_json({"url": url, "token_file": str(token_file)})
+        else:
+            print(f"emedge: serving {args.instrument} on {url} (token in {token_file}); Ctrl-C stops", flush=True)
+
+    serve_until_signal(server, ready)
+    return 0

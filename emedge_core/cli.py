@@ -20,8 +20,6 @@ COMMAND_MODULES = (
     "emedge_core.commands.compress",
     "emedge_core.commands.serve",
     "emedge_core.commands.remote",
-    "emedge_core.commands.serve",
-    "emedge_core.commands.remote",
     "emedge_core.commands.jobs",
     "emedge_core.commands.retrain",
 )

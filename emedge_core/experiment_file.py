@@ -2,7 +2,8 @@
 
 ``experiment.h5`` is an EMD 1.0 file written by :func:`emedge_core.emd.write` (root group
 ``/experiment``, every array compressed losslessly with the codec ``auto`` picks, provenance and
-per-chunk CRC-32): survey (H, W), positions (n, 2) int, values (n,), reasons (n,) uint8, frames
+per-chunk CRC-32; ``auto`` stores plain values that h5py + hdf5plugin, rosettasciio and emdfile read
+as they are, with the axes as EMD 1.0 dim vectors): survey (H, W), positions (n, 2) int, values (n,), reasons (n,) uint8, frames
 (n, *sig), energy_eV (E,) for spectra, prediction and uncertainty (H, W), step_seconds and max_std
 per step, probe_positions (n, 2) where the probe went (positions moved by the drift) and, when
 drift was tracked, drift (k, 4): measurements so far, dy px, dx px, seconds; each is the EMD array
@@ -54,8 +55,9 @@ def write_experiment(result: ExperimentResult, out_dir: str,
     return paths
 
 
-def _arrays(result: ExperimentResult) -> tuple[dict[str, np.ndarray], dict[str, int], dict[str, list[emd.Dim]]]:
-    """The arrays of ``experiment.h5`` with their frame dimensions and axes."""
+def _arrays(result: ExperimentResult) -> tuple[dict[str, np.ndarray], dict[str, int], dict[str, list[emd.AxisSpec]]]:
+    """The arrays of ``experiment.h5`` with their frame dimensions and axes (EMD 1.0 dim vectors:
+    scan in nm, energy in eV, detector in mrad from the centre pixel)."""
     px = float(result.survey.pixel_size_nm)
     arrays = {"survey": result.survey.image, "positions": result.positions.astype(np.int64), "values": result.values,
               "reasons": result.reasons.astype(np.uint8), "frames": result.frames,
@@ -68,12 +70,17 @@ def _arrays(result: ExperimentResult) -> tuple[dict[str, np.ndarray], dict[str, 
         arrays["drift"] = np.asarray(result.drift, np.float64)
     sig = {"survey": 1, "prediction": 1, "uncertainty": 1, "positions": 1, "probe_positions": 1, "drift": 1,
            "frames": result.frames.ndim - 1}
-    scan = [("y", "nm", 0.0, px), ("x", "nm", 0.0, px)]
-    dims: dict[str, list[emd.Dim]] = {"survey": scan, "prediction": scan, "uncertainty": scan}
+    scan: list[emd.AxisSpec] = [("y", "nm", 0.0, px), ("x", "nm", 0.0, px)]
+    dims: dict[str, list[emd.AxisSpec]] = {"survey": scan, "prediction": scan, "uncertainty": scan}
+    step: list[emd.AxisSpec] = [("measurement", "", 0.0, 1.0)]
     if "energy_eV" in result.frame_axis:
-        energy = np.asarray(result.frame_axis["energy_eV"])
+        energy = np.asarray(result.frame_axis["energy_eV"], np.float64)
         arrays["energy_eV"] = energy
-        if len(energy) > 1:
-            dims["frames"] = [("measurement", "", 0.0, 1.0), ("energy", "eV", float(energy[0]),
-                                                                float(energy[1] - energy[0]))]
+        dims["energy_eV"] = [emd.Axis("energy", "eV", energy)]
+        if result.frames.ndim == 2 and len(energy) == result.frames.shape[1]:
+            dims["frames"] = step + [emd.Axis("energy", "eV", energy)]      # any (also non-uniform) axis
+    elif result.frame_axis.get("mrad_per_px") is not None and result.frames.ndim == 3:
+        m = float(result.frame_axis["mrad_per_px"])
+        ky, kx = result.frames.shape[1:]
+        dims["frames"] = step + [("ky", "mrad", -m * (ky // 2), m), ("kx", "mrad", -m * (kx // 2), m)]
     return arrays, sig, dims

@@ -1,15 +1,21 @@
-"""The instrument interface every source of frames implements.
+"""The instrument interface every source of frames implements, and the one way to open one.
 
-An instrument offers three things, as small as nionswift-instrumentation's
-STEM controller needs them:
+An instrument offers four things, as small as nionswift-instrumentation's STEM controller
+needs them:
 
 - ``survey()`` -> :class:`Survey`, the HAADF image the steering works on;
 - ``measure(positions)`` -> :class:`Frames`, one spectrum or diffraction pattern
   per survey pixel asked for;
-- ``state()`` -> a JSON-able ``dict`` recorded as provenance.
+- ``state()`` -> a JSON-able ``dict`` recorded as provenance;
+- ``available()`` -> the (H, W) bool mask of positions it can measure, or None for all.
 
-Implementations: :mod:`emedge_core.twin` (digital twin), :mod:`emedge_core.replay`
-(recorded files) and, in Swift, ``nionswift_plugin.emedge.swift_instrument``.
+It may also have ``close()`` (files, simulator sessions), called when a run ends.
+
+Every instrument opens through :func:`open_instrument`, by name, from the ``emedge.instruments``
+entry-point group: ``twin`` (:mod:`emedge_core.twin`) and ``replay`` (:mod:`emedge_core.replay`)
+are registered there by this package, ``usim`` by the Swift adapter
+(``nionswift_plugin.emedge.swift_instrument``), and other packages add theirs the same way. A
+factory takes one :class:`InstrumentOptions` and returns the instrument.
 """
 from __future__ import annotations
 
@@ -17,6 +23,8 @@ import dataclasses
 import typing
 
 import numpy as np
+
+from emedge_core import EmedgeError
 
 SIGNAL_KINDS = ("spectrum", "diffraction")
 
@@ -101,3 +109,77 @@ def check_positions(positions: np.ndarray, shape: tuple[int, int]) -> np.ndarray
     if len(pos) and (pos.min() < 0 or (pos[:, 0] >= shape[0]).any() or (pos[:, 1] >= shape[1]).any()):
         raise ValueError(f"positions outside the {shape[0]}x{shape[1]} survey")
     return pos
+
+
+#: entry-point group of instrument factories ``f(options: InstrumentOptions) -> Instrument``
+INSTRUMENT_GROUP = "emedge.instruments"
+
+
+@dataclasses.dataclass(frozen=True)
+class InstrumentOptions:
+    """What an instrument factory may use; each factory reads the fields that concern it.
+
+    signal_kind: "spectrum" or "diffraction" (what the scalarizer reduces); size: survey edge in px
+    (twin; simulators may cap it); seed: random seed; dose: electrons per frame (twin);
+    drift_px_per_frame: (dy, dx) specimen drift in survey px per measured frame (twin);
+    exposure_ms: camera exposure (microscopes); data: the file to replay; dataset: which signal
+    of a file holding several (title or index); survey: a file with the scan's HAADF/ADF image.
+    Bad values raise a one-line :class:`~emedge_core.EmedgeError` naming the option.
+    """
+
+    signal_kind: str = "spectrum"
+    size: int = 128
+    seed: int = 0
+    dose: float = 2e4
+    drift_px_per_frame: tuple[float, float] = (0.0, 0.0)
+    exposure_ms: float = 10.0
+    data: typing.Optional[str] = None
+    dataset: typing.Union[None, str, int] = None
+    survey: typing.Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.signal_kind not in SIGNAL_KINDS:
+            raise EmedgeError(f"signal must be one of {', '.join(SIGNAL_KINDS)}, not {self.signal_kind!r}")
+        if self.size < 1:
+            raise EmedgeError("--size must be >= 1 px")
+        if not self.dose > 0:
+            raise EmedgeError("--dose must be > 0 electrons per frame")
+        if not self.exposure_ms > 0:
+            raise EmedgeError("exposure must be > 0 ms")
+
+
+def instrument_factories() -> dict[str, typing.Any]:
+    """The installed instruments: name -> entry point (``load()`` gives the factory)."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=INSTRUMENT_GROUP)}
+
+
+def open_instrument(name: str, options: typing.Optional[InstrumentOptions] = None) -> Instrument:
+    """Open the instrument ``name`` (``twin``, ``replay``, ``usim``, or any installed plug-in) with ``options``."""
+
+    factories = instrument_factories()
+    if name not in factories:
+        raise EmedgeError(f"unknown instrument {name!r}; installed: {', '.join(sorted(factories)) or 'none'} "
+                          "(reinstall nionswift-emedge if twin/replay are missing)")
+    return typing.cast(Instrument, factories[name].load()(options or InstrumentOptions()))
+
+
+def open_twin(options: InstrumentOptions) -> Instrument:
+    """The ``twin`` entry point: the seeded digital twin (:class:`emedge_core.twin.DigitalTwin`)."""
+    from emedge_core.twin import DigitalTwin
+
+    try:
+        return DigitalTwin(size=options.size, dose=options.dose, seed=options.seed, signal=options.signal_kind,
+                           drift_px_per_frame=options.drift_px_per_frame)
+    except ValueError as e:
+        raise EmedgeError(str(e)) from None
+
+
+def open_replay(options: InstrumentOptions) -> Instrument:
+    """The ``replay`` entry point: frames from a file (:class:`emedge_core.replay.Replay`)."""
+    from emedge_core.replay import Replay
+
+    if not options.data:
+        raise EmedgeError("--instrument replay needs --data FILE")
+    return typing.cast(Instrument, Replay(options.data, dataset=options.dataset, survey=options.survey))

@@ -14,23 +14,14 @@ import sys
 import typing
 
 from emedge_core import EmedgeError
-
-INSTRUMENT_GROUP = "emedge.instruments"
-
-
-def instrument_plugins() -> dict[str, typing.Any]:
-    """Instruments other packages add through the ``emedge.instruments`` entry-point group
-    (e.g. ``usim`` from the Swift adapter); each entry is a factory ``f(args) -> Instrument``."""
-    from importlib.metadata import entry_points
-
-    return {ep.name: ep for ep in entry_points(group=INSTRUMENT_GROUP)}
+from emedge_core.instrument import InstrumentOptions, instrument_factories, open_instrument
 
 
 def register(sub: typing.Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "run", help="run a closed-loop DKL experiment", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--instrument", choices=("twin", "replay", *sorted(instrument_plugins())), default="twin",
+    p.add_argument("--instrument", choices=sorted(instrument_factories()), default="twin",
                    help="twin: the seeded digital twin (default); replay: frames from --data; "
                         "others come from installed plug-ins (usim: nionswift-usim through Swift's instrumentation)")
     p.add_argument("--data", help="replay file (.npz or HDF5 with survey, data[, energy_eV])")
@@ -98,23 +89,10 @@ def run(args: argparse.Namespace) -> int:
     from emedge_core.scalarize import from_spec
 
     scalarizer = from_spec(args.scalarizer)
-    if args.instrument == "replay":
-        if not args.data:
-            raise EmedgeError("--instrument replay needs --data FILE")
-        from emedge_core.replay import Replay
-
-        instrument: typing.Any = Replay(args.data)
-    elif args.instrument != "twin":
-        instrument = instrument_plugins()[args.instrument].load()(args)
-    else:
-        from emedge_core.twin import DigitalTwin
-
-        try:
-            instrument = DigitalTwin(size=args.size, dose=args.dose, seed=args.seed,
-                                     signal=args.signal or scalarizer.signal_kind,
-                                     drift_px_per_frame=_pair(args.drift, "--drift"))
-        except ValueError as e:
-            raise EmedgeError(str(e)) from None
+    instrument = open_instrument(args.instrument, InstrumentOptions(
+        signal_kind=args.signal or scalarizer.signal_kind, size=args.size, seed=args.seed, dose=args.dose,
+        drift_px_per_frame=_pair(args.drift, "--drift"), data=args.data, dataset=getattr(args, "dataset", None),
+        survey=getattr(args, "survey", None)))
     for name in ("budget", "seeds", "batch", "window", "drift_every"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise EmedgeError(f"--{name.replace('_', '-')} must be >= 1")

@@ -20,7 +20,7 @@ import typing
 
 from emedge_core import EmedgeError
 from emedge_core.experiment import ExperimentConfig
-from emedge_core.instrument import Instrument
+from emedge_core.instrument import Instrument, InstrumentOptions, open_instrument
 from emedge_core.scalarize import from_spec
 from emedge_core.settings import load_settings
 from nionswift_plugin.emedge.live import LiveExperiment
@@ -28,7 +28,8 @@ from nionswift_plugin.emedge.live import LiveExperiment
 
 def make_instrument(source: typing.Union[str, Instrument], signal_kind: str, *, survey_px: int = 64,
                     exposure_ms: float = 10.0, seed: int = 0) -> Instrument:
-    """The instrument named by ``source`` for frames of ``signal_kind`` (see the module doc)."""
+    """The instrument named by ``source`` for frames of ``signal_kind`` (see the module doc): the Swift
+    session's own microscope, or ``twin``/``replay`` through :func:`emedge_core.instrument.open_instrument`."""
     if not isinstance(source, str):
         return source
     if source == "microscope":
@@ -37,14 +38,11 @@ def make_instrument(source: typing.Union[str, Instrument], signal_kind: str, *, 
         return from_registry(signal_kind, survey_px=survey_px, exposure_ms=exposure_ms,
                              binning=None if signal_kind == "spectrum" else 4)
     if source == "twin":
-        from emedge_core.twin import DigitalTwin
-
-        return DigitalTwin(size=survey_px, seed=seed, signal=signal_kind)
-    from emedge_core.replay import Replay
-
+        return open_instrument("twin", InstrumentOptions(signal_kind=signal_kind, size=survey_px, seed=seed))
     if not source.strip():
         raise EmedgeError("no replay file given")
-    return Replay(os.path.expanduser(source.strip()))
+    return open_instrument("replay", InstrumentOptions(signal_kind=signal_kind, seed=seed,
+                                                       data=os.path.expanduser(source.strip())))
 
 
 def default_out_dir() -> str:

@@ -13,7 +13,6 @@ nionswift-usim simulator without a GUI (:class:`UsimSession`, and the ``usim`` e
 """
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import typing
@@ -21,7 +20,7 @@ import typing
 import numpy as np
 
 from emedge_core import EmedgeError
-from emedge_core.instrument import Frames, Survey, check_positions
+from emedge_core.instrument import Frames, InstrumentOptions, Survey, check_positions
 
 #: STEM controller values recorded by ``state()`` when the instrument has them
 STATE_CONTROLS = ("EHT", "C10", "C12.x", "C12.y", "C21.x", "C21.y", "C23.x", "C23.y", "C30", "C32.x", "C32.y",
@@ -206,18 +205,16 @@ class UsimSession:
         self.close()
 
 
-def usim_instrument(args: argparse.Namespace) -> SwiftInstrument:
+def usim_instrument(options: InstrumentOptions) -> SwiftInstrument:
     """``emedge run --instrument usim``: the entry point of the ``emedge.instruments`` group.
 
-    Uses ``--size`` (survey px, capped at 256) and ``--signal`` (default: what the scalarizer
-    reduces). The instrument owns its simulator session: ``emedge run`` closes it when done.
+    Uses ``options.size`` (survey px, capped at 256) and ``options.signal_kind``. The instrument owns
+    its simulator session: ``emedge run`` closes it when done.
     """
-    from emedge_core.scalarize import from_spec
-
-    signal = args.signal or from_spec(args.scalarizer).signal_kind
+    signal = options.signal_kind
     session = UsimSession()
     try:
-        return SwiftInstrument(session.stem, signal, survey_px=min(int(args.size), 256),
+        return SwiftInstrument(session.stem, signal, survey_px=min(int(options.size), 256),
                                binning=None if signal == "spectrum" else 4, owner=session)
     except BaseException:
         session.close()

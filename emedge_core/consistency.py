@@ -18,6 +18,10 @@ from emedge_core.instrument import Frames
 
 #: the zero-loss peak may sit this far from 0 eV (or one channel, whichever is more) before it is reported
 ZLP_TOLERANCE_EV = 0.5
+#: a ZLP stands at least this many times the spectrum's median above it ...
+ZLP_MIN_CONTRAST = 5.0
+#: ... and is at most this wide at half maximum (eV; or five channels, whichever is more)
+ZLP_MAX_WIDTH_EV = 10.0
 #: relative disagreement between the bright-field disk and the stated convergence semi-angle that is reported
 SEMIANGLE_TOLERANCE = 0.1
 
@@ -37,15 +41,39 @@ class Finding:
         return dataclasses.asdict(self)
 
 
+def zlp_peak(total: np.ndarray, energy_eV: np.ndarray) -> typing.Optional[int]:
+    """Channel of the zero-loss peak of a summed spectrum (E,), or None when there is no clear peak:
+    the maximum must stand at least :data:`ZLP_MIN_CONTRAST` times the median above the median, away
+    from both ends, and be narrow (its contiguous half-maximum width at most :data:`ZLP_MAX_WIDTH_EV`
+    or five channels). A low-loss window without a ZLP, or a flat or edge-dominated spectrum, has none."""
+    n = len(total)
+    if n < 5 or not np.isfinite(total).all():
+        return None
+    i = int(np.argmax(total))
+    base = float(np.median(total))
+    height = float(total[i]) - base
+    if not (2 <= i <= n - 3 and height > 0 and height >= ZLP_MIN_CONTRAST * abs(base)):
+        return None
+    above = total > base + height / 2
+    lo, hi = i, i
+    while lo > 0 and above[lo - 1]:
+        lo -= 1
+    while hi < n - 1 and above[hi + 1]:
+        hi += 1
+    step = float(abs(energy_eV[1] - energy_eV[0]))
+    return i if (hi - lo + 1) * step <= max(ZLP_MAX_WIDTH_EV, 5 * step) else None
+
+
 def _zlp(frames: Frames) -> list[Finding]:
-    """The zero-loss peak of the summed spectrum against 0 eV on the stated energy axis."""
+    """The zero-loss peak of the summed spectrum against 0 eV on the stated energy axis (only where
+    the spectra hold a clear ZLP: :func:`zlp_peak`)."""
     e = typing.cast(np.ndarray, frames.energy_eV)
     if not (e[0] < 0 < e[-1]):
         return []                                   # a core-loss window: no ZLP to look at
     total = np.nansum(np.asarray(frames.data, np.float64), axis=0)
-    i = int(np.argmax(total))
-    if not total[i] > 0:
-        return []
+    i = zlp_peak(total, e)
+    if i is None:
+        return []                                   # no clear peak: nothing to compare with 0 eV
     lo, hi = max(i - 2, 0), min(i + 3, len(e))     # centroid of the peak's five channels
     w = total[lo:hi]
     measured = float((w * e[lo:hi]).sum() / w.sum())

@@ -24,7 +24,9 @@ def test_compress_npz_lossless(tmp_path, capsys) -> None:
     np.savez(src, data=DATA["counting"], survey=DATA["survey"])
     assert main(["compress", str(src), str(out), "--json"]) == 0
     res = _json_tail(capsys)
-    assert set(res) == KEYS and res["lossless"] is True and res["max_abs_error"] == 0.0 and res["dataset"] == "data"
+    assert set(res) == KEYS and res["lossless"] is True and res["max_abs_error"] == 0.0
+    with h5py.File(out, "r") as f:                         # the full HDF5 path of the written array
+        assert isinstance(f[res["dataset"]], h5py.Dataset) and f[res["dataset"]].shape == DATA["counting"].shape
     assert res["ratio"] > 2 and res["compress_MBps"] > 0
     back = emd.read(str(out))
     assert np.array_equal(back["data"], DATA["counting"]) and np.array_equal(back["survey"], DATA["survey"])
@@ -46,7 +48,8 @@ def test_compress_an_emd_file_and_inspect(tmp_path, capsys) -> None:
     first, second = tmp_path / "a.h5", tmp_path / "b.h5"
     emd.write(str(first), {"cube": DATA["integrating"]}, codec="raw")
     assert main(["compress", str(first), str(second), "--codec", "delta+blosc2", "--json"]) == 0
-    assert _json_tail(capsys)["dataset"] == "cube"
+    assert _json_tail(capsys)["dataset"] == "/data/data/data"
+    assert emd.info(str(second))["provenance"]["parameters"]["dataset"] == "cube"
     assert main(["inspect", str(second)]) == 0
     text = capsys.readouterr().out
     assert "codec delta+blosc2" in text and "provenance.software" in text and "32026 blosc2" in text
@@ -61,7 +64,7 @@ def test_compress_an_emd_file_and_inspect(tmp_path, capsys) -> None:
     (["compress", "{tmp}/in.npz", "{tmp}/o.h5", "--codec", "zz"], "unknown"),
     (["compress", "{tmp}/in.npz", "{tmp}/o.h5", "--codec", "sz3:abs=1"], "float data"),
     (["compress", "{tmp}/in.npz", "{tmp}/o.h5", "--dataset", "nope"], "no 'nope'"),
-    (["inspect", "{tmp}/in.npz"], "cannot open"),
+    (["inspect", "{tmp}/missing.h5"], "cannot open"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, match) -> None:
     np.savez(tmp_path / "in.npz", data=DATA["counting"])
@@ -118,7 +121,8 @@ def test_compress_keeps_nan_and_takes_frames_of_an_experiment_file(tmp_path, cap
     paths = write_experiment(_result("diffraction"), str(tmp_path))
     out = tmp_path / "frames.h5"
     assert main(["compress", paths["h5"], str(out), "--json"]) == 0
-    assert _json_tail(capsys)["dataset"] == "frames"
+    assert _json_tail(capsys)["dataset"] == "/data/data/data"
+    assert emd.info(str(out))["provenance"]["parameters"]["dataset"] == "frames"
     assert main(["compress", paths["h5"], str(out), "--dataset", "max_std", "--json"]) == 0   # holds a NaN
     res = _json_tail(capsys)
     assert res["lossless"] and res["max_abs_error"] == 0.0

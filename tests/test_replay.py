@@ -37,7 +37,7 @@ def test_diffraction(tmp_path, rng):
 
 
 @pytest.mark.parametrize("arrays,msg", [
-    ({"data": np.zeros((4, 5, 8))}, "no 'survey'"),
+    ({"data": np.zeros((4, 5, 8))}, "no 'energy_eV'"),
     ({"survey": np.zeros((4, 5))}, "no 'data'"),
     ({"survey": np.zeros(4), "data": np.zeros((4, 5, 8))}, "2-D"),
     ({"survey": np.zeros((4, 5)), "data": np.zeros((4, 6, 8)), "energy_eV": np.zeros(8)}, "shape"),
@@ -59,3 +59,12 @@ def test_missing_and_corrupt(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04broken")
     with pytest.raises(EmedgeError, match="npz"):
         Replay(str(tmp_path / "junk.npz"))
+
+
+def test_a_file_without_survey_replays_on_the_summed_signal(tmp_path, rng):
+    data = rng.random((4, 5, 8)).astype(np.float32)
+    np.savez(tmp_path / "nosurvey.npz", data=data, energy_eV=np.arange(8.0))
+    r = Replay(str(tmp_path / "nosurvey.npz"))
+    np.testing.assert_allclose(r.survey().image, data.sum(axis=2), rtol=1e-6)
+    assert "summed" in r.survey_from
+    np.testing.assert_array_equal(r.measure(np.array([[3, 4]])).data[0], data[3, 4])

@@ -1,13 +1,21 @@
 """``emedge compress`` and ``emedge inspect``: open, compressed EMD/HDF5 files with provenance.
 
-    emedge compress IN OUT.h5 [--codec auto|<name>[:params]] [--dataset NAME] [--json]
-    emedge inspect FILE [--json]
+    emedge compress IN OUT.h5 [--codec auto|<name>[:params]] [--dataset NAME|INDEX] [--json]
+    emedge inspect FILE [--dataset NAME|INDEX] [--json]
 
-IN is a replay ``.npz``/HDF5 with ``data`` (plus ``survey``/``energy_eV``, copied along), or an
-EMD/HDF5 file (its ``data`` array, else ``frames`` as in ``experiment.h5``, else the largest). OUT is an EMD 1.0 file written by the
-streaming writer to ``OUT.partial`` (renamed to OUT once complete), then read back: lossless codecs are checked bit for bit (and per-chunk CRC-32),
-lossy ones report their largest absolute error. ``--json`` prints, last, one line
-``{"ratio", "compress_MBps", "dataset", "lossless", "max_abs_error"}``.
+IN is any file :func:`emedge_core.io.open_data` reads (DM3/DM4, Velox EMD, Merlin .mib, Arina, TopSpin
+.app5, MRC, py4DSTEM EMD, HyperSpy, Swift .ndata/.h5 or library folder, a replay ``.npz``/HDF5 with
+``data`` (``survey``/``energy_eV`` copied along), an EMD file emedge wrote (its ``data``, else ``frames``
+as in ``experiment.h5``, else the largest array), .npy). The array is written navigation first, signal
+last, in the dtype and values rosettasciio reads, with its calibrations as the EMD 1.0 dim vectors
+(name, units, values) and the file's own metadata (Swift ``properties``, rosettasciio ``metadata``) kept
+with it. OUT is an EMD 1.0 file written by the streaming writer to ``OUT.partial`` (renamed to OUT once
+complete), then read back: lossless codecs are checked bit for bit (and per-chunk CRC-32), lossy ones
+report their largest absolute error. ``--json`` prints, last, one line
+``{"ratio", "compress_MBps", "dataset", "lossless", "max_abs_error"}``; ``dataset`` is the full HDF5
+path of the written array. ``inspect`` describes an EMD file emedge wrote (codecs, ratios, axes, loud
+``WARNING:`` lines for arrays only emedge reads right), or any other input (signals, shapes, axes,
+calibrations).
 """
 from __future__ import annotations
 
@@ -21,111 +29,59 @@ import numpy as np
 from emedge_core import EmedgeError
 
 READ_BLOCK_BYTES = 64 << 20       # input is read and appended in blocks of about 64 MiB
-SIDE_ARRAYS = ("survey", "energy_eV")
 
 
 def register(sub: typing.Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "compress", help="compress a data set into an EMD/HDF5 file", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("input", metavar="IN", help="replay .npz/HDF5 with 'data', or an EMD/HDF5 file")
+    p.add_argument("input", metavar="IN", help="a microscope file (.dm4, .emd, .mib, .ndata, ...), replay .npz/HDF5, "
+                                               "EMD/HDF5 or .npy")
     p.add_argument("output", metavar="OUT.h5", help="EMD 1.0 file to write (replaced)")
     p.add_argument("--codec", default="auto",
                    help="auto (default), or e.g. blosc2, blosc2:clevel=5, delta+blosc2, bitshuffle, gzip:level=9, "
                         "zstd:level=3, sparse, sz3:abs=1.0, zfp:accuracy=0.5, sqrt:q=1")
-    p.add_argument("--dataset", default=None, help="data set / EMD array in IN (default: 'data', else the largest)")
+    p.add_argument("--dataset", default=None, help="the signal in IN when it holds several: title, array name or "
+                                                   "index (default: 'data', the only scan signal, else the largest)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON line last")
     p.set_defaults(func=run_compress)
     q: argparse.ArgumentParser = sub.add_parser(
-        "inspect", help="layout, codecs, ratios and provenance of an EMD/HDF5 file", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "inspect", help="signals, axes and calibrations of any input; layout, codecs and provenance of an EMD file",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     q.add_argument("file", metavar="FILE")
+    q.add_argument("--dataset", default=None, help="the signal to describe when the file holds several")
     q.add_argument("--json", action="store_true", help="print the description as one JSON line")
     q.set_defaults(func=run_inspect)
 
 
-class Source(typing.NamedTuple):
-    """The data set to compress: ``data`` (array or h5py dataset), its name, side arrays, state."""
-
-    data: typing.Any
-    name: str
-    sig_ndim: int
-    side: dict[str, np.ndarray]
-    instrument_state: dict[str, typing.Any]
-
-
-def open_source(path: str, dataset: typing.Optional[str], stack: typing.Any) -> Source:
-    """Find the data set in ``path``; HDF5 files are registered on ``stack`` (an ExitStack)."""
-    if not os.path.exists(path):
-        raise EmedgeError(f"input not found: {path}")
-    if path.endswith(".npz"):
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as e:
-            raise EmedgeError(f"cannot read {path} as .npz: {e}") from None
-        key = dataset or "data"
-        if key not in arrays:
-            raise EmedgeError(f"{path} has no {key!r} array (has {sorted(arrays)})")
-        return _source(arrays[key], key, {k: arrays[k] for k in SIDE_ARRAYS if k in arrays}, {})
-    import h5py
-
-    try:
-        f = stack.enter_context(h5py.File(path, "r"))
-    except OSError as e:
-        raise EmedgeError(f"cannot read {path} as HDF5: {e}") from None
+def _dims(src: typing.Any) -> list[typing.Any]:
+    """EMD dim vectors of the presented axes (uncalibrated axes in pixels)."""
     from emedge_core import emd
 
-    if f.attrs.get("emd_group_type") == "file":
-        root = emd.root_group(f, None)
-        names = [k for k, v in root.items() if emd.is_array(v)]
-        preferred = [k for k in ("data", "frames") if k in names]       # 'frames': an experiment.h5
-        key = dataset or (preferred[0] if preferred else max(names, key=lambda k: _nbytes(root[k]), default=None))
-        if key not in names:
-            raise EmedgeError(f"{path} has no EMD array {key!r} (has {names})")
-        side = {k: emd.read_array(root[k]) for k in SIDE_ARRAYS if k in names and k != key}
-        state = emd.info(path)["provenance"].get("instrument_state", {})
-        return _source(emd.read_array(root[key]), key, side, state if isinstance(state, dict) else {})
-    key = dataset or "data"
-    if key not in f or not isinstance(f[key], h5py.Dataset):
-        raise EmedgeError(f"{path} has no data set {key!r}")
-    side = {k: f[k][()] for k in SIDE_ARRAYS if k in f and isinstance(f[k], h5py.Dataset)}
-    return _source(f[key], key, side, {})
-
-
-def _nbytes(group: typing.Any) -> int:
-    d = group.get("data") if "data" in group else group.get("events_per_frame")
-    return int(d.size * d.dtype.itemsize) if d is not None else 0
-
-
-def _source(data: typing.Any, name: str, side: dict[str, np.ndarray], state: dict[str, typing.Any]) -> Source:
-    if np.dtype(data.dtype).kind not in "uif" or len(data.shape) == 0:
-        raise EmedgeError(f"data set {name!r} has dtype {data.dtype} and shape {data.shape}; "
-                          "compress takes numeric arrays of 1 or more dimensions")
-    ndim = len(data.shape)
-    sig = 1 if ("energy_eV" in side and ndim >= 2) else min(ndim - 1, {1: 0, 2: 1}.get(ndim, 2))
-    return Source(data, name, sig, side, state)
+    return [emd.Axis(a.name, a.units or "pixels", a.values()) for a in src.axes]
 
 
 def compress_file(src_path: str, out_path: str, codec: str = "auto",
                   dataset: typing.Optional[str] = None) -> dict[str, typing.Any]:
     """Compress one data set of ``src_path`` into ``out_path``; returns the ``--json`` result."""
-    import contextlib
-
     from emedge_core import emd, provenance
+    from emedge_core.io import open_data
 
-    with contextlib.ExitStack() as stack:
-        src = open_source(src_path, dataset, stack)
-        shape, dtype = tuple(src.data.shape), np.dtype(src.data.dtype)
-        nav, frame = shape[:len(shape) - src.sig_ndim], shape[len(shape) - src.sig_ndim:]
-        params = {"input": os.path.abspath(src_path), "dataset": src.name, "codec": codec, "shape": list(shape),
+    with open_data(src_path, dataset=dataset) as src:
+        if src.dtype.kind not in "uif" or len(src.shape) == 0:
+            raise EmedgeError(f"data set {src.title!r} has dtype {src.dtype} and shape {src.shape}; "
+                              "compress takes numeric arrays of 1 or more dimensions")
+        shape, dtype = src.shape, src.dtype
+        nav, frame = (src.nav_shape, src.sig_shape) if src.nav_shape else (shape[:1], shape[1:])
+        params = {"input": os.path.abspath(src_path), "dataset": src.title, "codec": codec, "shape": list(shape),
                   "dtype": dtype.name, "command": "emedge compress"}
         frame_bytes = max(1, int(np.prod(frame, dtype=np.int64)) * dtype.itemsize)
         step = max(1, READ_BLOCK_BYTES // frame_bytes)
         prov = provenance.collect(params, src.instrument_state)
         partial = out_path + ".partial"       # OUT appears only when complete; an old OUT survives a failure
         t0 = time.perf_counter()
-        writer = emd.StreamWriter(partial, "data", frame, dtype, nav, codec, provenance=prov)
+        writer = emd.StreamWriter(partial, "data", frame, dtype, nav, codec, provenance=prov, dims=_dims(src),
+                                  metadata=src.properties or None)
         seconds = time.perf_counter() - t0
         with writer:
             flat_n = int(np.prod(nav, dtype=np.int64))
@@ -141,15 +97,17 @@ def compress_file(src_path: str, out_path: str, codec: str = "auto",
             seconds += time.perf_counter() - t0
         back = emd.read(partial, "data")
         original = np.asarray(src.data[()])
+        title = src.title
     if back.shape != original.shape:
         raise EmedgeError(f"read-back shape {back.shape} differs from the input {original.shape}")
     if stats["lossless"] and (back.dtype != original.dtype or back.tobytes() != original.tobytes()):
-        raise EmedgeError(f"lossless round trip of {src.name!r} is not bit-exact; kept {partial}")
+        raise EmedgeError(f"lossless round trip of {title!r} is not bit-exact; kept {partial}")
     err = max_abs_error(back, original)
     os.replace(partial, out_path)
     return {"ratio": stats["ratio"], "compress_MBps": stats["raw_bytes"] / 1e6 / max(seconds, 1e-9),
-            "dataset": src.name, "lossless": stats["lossless"], "max_abs_error": err,
-            "_codec": stats["codec"], "_stored_bytes": stats["stored_bytes"], "_raw_bytes": stats["raw_bytes"]}
+            "dataset": stats["dataset"], "lossless": stats["lossless"], "max_abs_error": err,
+            "_codec": stats["codec"], "_stored_bytes": stats["stored_bytes"], "_raw_bytes": stats["raw_bytes"],
+            "_source": title}
 
 
 def max_abs_error(back: np.ndarray, original: np.ndarray) -> float:
@@ -181,7 +139,7 @@ def run_compress(args: argparse.Namespace) -> int:
 
         print_json({k: v for k, v in result.items() if not k.startswith("_")})
     else:
-        print(f"{result['dataset']}: {result['_codec']}, ratio {result['ratio']:.2f} "
+        print(f"{result['_source']} -> {result['dataset']}: {result['_codec']}, ratio {result['ratio']:.2f} "
               f"({result['_raw_bytes'] / 1e6:.1f} MB -> {result['_stored_bytes'] / 1e6:.2f} MB), "
               f"{result['compress_MBps']:.0f} MB/s, {'lossless (verified)' if result['lossless'] else 'lossy'}, "
               f"max abs error {result['max_abs_error']:g}; wrote {args.output}")
@@ -189,23 +147,84 @@ def run_compress(args: argparse.Namespace) -> int:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from emedge_core import emd
+    import signal
 
-    desc = emd.info(args.file)
+    if hasattr(signal, "SIGPIPE"):      # `emedge inspect FILE | head`: stop quietly when the reader goes away
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    from emedge_core import emd
+    from emedge_core.io import open_data
+
+    if not os.path.exists(args.file):
+        raise EmedgeError(f"cannot open {args.file}: not found")
+    if _is_emedge_emd(args.file) and args.dataset is None:
+        desc = emd.info(args.file)
+        if args.json:
+            from emedge_core.cli import print_json
+
+            print_json(desc)
+            return 0
+        _print_emd(desc)
+        return 0
+    with open_data(args.file, dataset=args.dataset) if args.dataset is not None else _open_any(args.file) as src:
+        d = src.describe()
     if args.json:
         from emedge_core.cli import print_json
 
-        print_json(desc)
+        print_json(d)
         return 0
+    print(f"{d['path']}: {len(d['signals'])} signal(s)")
+    for i, s in enumerate(d["signals"]):
+        print(f"  [{i}] {s['title'] or '(untitled)'}: {'x'.join(map(str, s['shape']))} {s['kind']}"
+              + ("   <- opened" if s["title"] == d["opened"] else ""))
+    print(f"opened {d['opened']!r}: {d['kind']} {tuple(d['shape'])} {d['dtype']}, navigation first, signal last")
+    for a in d["axes"]:
+        print(f"  {'nav' if a['navigate'] else 'sig'} {a['name']}: {a['size']} x {a['step']:g} {a['units'] or 'px'}"
+              f" from {a['start']:g}")
+    e = d["energy_eV"]
+    print(f"  energy axis: {f'{e[0]:g} .. {e[1]:g} eV, {e[2]} channels' if e else '-'}; detector: "
+          f"{d['mrad_per_px'] if d['mrad_per_px'] is not None else '-'} mrad/px, "
+          f"{d['bits'] if d['bits'] else '?'} bit (saturation {d['saturation'] if d['saturation'] else 'dtype max'})")
+    return 0
+
+
+def _open_any(path: str) -> typing.Any:
+    """The file's only (or only scan) signal, else its first one (inspect lists them all anyway)."""
+    from emedge_core.io import open_data
+
+    try:
+        return open_data(path)
+    except EmedgeError as e:
+        if "--dataset" not in str(e):
+            raise
+        return open_data(path, dataset=0)
+
+
+def _is_emedge_emd(path: str) -> bool:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return str(f.attrs.get("authoring_program", "")).startswith("nionswift-emedge") and \
+                f.attrs.get("emd_group_type") in ("file", b"file")
+    except OSError:
+        return False
+
+
+def _print_emd(desc: dict[str, typing.Any]) -> None:
     print(f"{desc['path']}: EMD {desc['file_attrs'].get('version_major')}.{desc['file_attrs'].get('version_minor')} "
           f"by {desc['file_attrs'].get('authoring_program')}, root {desc['root']}")
     for name, a in desc["arrays"].items():
         ratio = f"{a['ratio']:.2f}" if a["ratio"] else "-"
         bound = f", bound {a['error_bound']}" if a["error_bound"] else ""
-        print(f"  {name}: {a['dtype']} {tuple(a['shape'])}, chunks {tuple(a['chunks'])}, codec {a['codec']} "
-              f"[{', '.join(a['filters']) or 'no filter'}], {a['raw_bytes'] / 1e6:.2f} MB -> "
+        print(f"  {name}: {a['dtype']} {tuple(a['shape'])} at {a['dataset']}, chunks {tuple(a['chunks'])}, "
+              f"codec {a['codec']} [{', '.join(a['filters']) or 'no filter'}], {a['raw_bytes'] / 1e6:.2f} MB -> "
               f"{a['stored_bytes'] / 1e6:.2f} MB, ratio {ratio}, {'lossless' if a['lossless'] else 'lossy'}{bound}, "
               f"frames written {a['frames_written']}")
+        dims = ", ".join(f"{d['name']} {d['size']}" + (f" x {d['step']:g} {d['units']}" if d["step"] else "")
+                         for d in a.get("dims", []))
+        if dims:
+            print(f"    axes: {dims}")
+        if a.get("warning"):
+            print(f"WARNING: {name}: {a['warning']}")
     for key, value in desc["provenance"].items():
         print(f"  provenance.{key}: {value}")
-    return 0

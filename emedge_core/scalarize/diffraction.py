@@ -21,20 +21,38 @@ if typing.TYPE_CHECKING:
 Center = typing.Union[None, str, typing.Sequence[float]]
 
 
+#: a plateau of at least this many pixels at the top of the mean pattern is a saturated (clipped) disk
+PLATEAU_PIXELS = 12
+
+
 def bf_disk(pattern: np.ndarray, threshold: float = 0.5) -> tuple[float, float, float]:
     """Bright-field disk of a mean pattern (ky, kx): (row, col) centre and radius, all in px.
 
-    Pixels above ``background + threshold * (max - background)`` (background = the median)
-    form the disk; the centre is their intensity-weighted mean, the radius sqrt(area / pi).
+    Made for what real detectors show. Hot pixels go first (a 3 x 3 median: a lone bright pixel is
+    not a disk). A saturated disk is flat at the top: when at least :data:`PLATEAU_PIXELS` pixels share
+    the maximum, the disk is that plateau (the diffuse wings around a clipped disk reach
+    far above half of it, and a half-maximum threshold would take them). Otherwise the disk is the
+    pixels above ``background + threshold * (max - background)`` (background = the median). Only the
+    largest connected region of them counts (other spots and wing blobs do not); the
+    centre is its intensity-weighted mean, the radius sqrt(area / pi).
     """
+    from scipy import ndimage
+
     p = np.asarray(pattern, np.float64)
     if p.ndim != 2 or not np.isfinite(p).all():
         raise EmedgeError("the bright-field disk needs a finite (ky, kx) mean pattern")
+    if min(p.shape) >= 3:
+        p = ndimage.median_filter(p, size=3, mode="nearest")
     bg = float(np.median(p))
     top = float(p.max())
     if not top > bg:
         raise EmedgeError("no bright-field disk: the mean pattern is flat")
-    disk = p > bg + threshold * (top - bg)
+    plateau = p >= top
+    disk = plateau if plateau.sum() >= PLATEAU_PIXELS else p > bg + threshold * (top - bg)
+    labels, n = ndimage.label(disk)
+    if n > 1:                                   # the largest region wins
+        sizes = np.bincount(labels.ravel())[1:]
+        disk = labels == 1 + int(np.argmax(sizes))
     w = np.where(disk, p - bg, 0.0)
     rows, cols = np.indices(p.shape)
     cy, cx = float((w * rows).sum() / w.sum()), float((w * cols).sum() / w.sum())

@@ -15,7 +15,8 @@ import os
 import typing
 
 from emedge_core import EmedgeError
-from emedge_core.commands.run import _pair, instrument_plugins
+from emedge_core.commands.run import _pair
+from emedge_core.instrument import instrument_factories
 
 if typing.TYPE_CHECKING:
     from emedge_core.remote.server import Instruments
@@ -25,7 +26,7 @@ def register(sub: typing.Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "serve", help="serve the experiment operations to clients on other computers (token, TLS)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--instrument", choices=("twin", "replay", *sorted(instrument_plugins())), default="twin",
+    p.add_argument("--instrument", choices=sorted(instrument_factories()), default="twin",
                    help="twin: the digital twin (a fresh one per run, seeded by the run's seed); replay: frames "
                         "from --data; usim: nionswift-usim through Swift's instrumentation")
     p.add_argument("--data", help="replay file (.npz or HDF5, as for emedge run)")
@@ -49,38 +50,29 @@ def register(sub: typing.Any) -> None:
 
 
 def make_instruments(args: argparse.Namespace) -> Instruments:
-    """The server's instruments from the ``emedge serve`` options."""
+    """The server's instruments from the ``emedge serve`` options (opened through
+    :func:`emedge_core.instrument.open_instrument`, like ``emedge run``'s)."""
+    from emedge_core.instrument import InstrumentOptions, open_instrument
     from emedge_core.remote.schemas import BadRequest
     from emedge_core.remote.server import Instruments
 
-    if args.instrument == "twin":
-        from emedge_core.twin import DigitalTwin
+    drift = _pair(args.drift, "--drift")
 
-        drift = _pair(args.drift, "--drift")
-        try:
-            DigitalTwin(size=args.size, dose=args.dose, drift_px_per_frame=drift)   # bad knobs fail now
-        except ValueError as e:
-            raise EmedgeError(str(e)) from None
-        return Instruments("twin", lambda signal, seed: DigitalTwin(
-            size=args.size, dose=args.dose, seed=seed, signal=signal, drift_px_per_frame=drift), fresh_per_run=True)
-    if args.instrument == "replay":
-        from emedge_core.replay import Replay
+    def make(signal: str, seed: int) -> typing.Any:
+        inst = open_instrument(args.instrument, InstrumentOptions(
+            signal_kind=signal, size=args.size, seed=seed, dose=args.dose, drift_px_per_frame=drift, data=args.data))
+        if inst.signal_kind != signal:
+            close = getattr(inst, "close", None)
+            if close is not None:
+                close()
+            raise BadRequest(f"the {args.instrument} instrument gives {inst.signal_kind} frames, not {signal}")
+        return inst
 
-        if not args.data:
-            raise EmedgeError("--instrument replay needs --data FILE")
-        probe = Replay(args.data)       # a missing or malformed file fails now, not at the first request
-        kind = probe.signal_kind
-        probe.close()
-
-        def replay(signal: str, seed: int) -> typing.Any:
-            if signal != kind:
-                raise BadRequest(f"the replay file {os.path.basename(args.data)} gives {kind} frames, not {signal}")
-            return Replay(args.data)
-
-        return Instruments("replay", replay)
-    factory = instrument_plugins()[args.instrument].load()
-    return Instruments(args.instrument, lambda signal, seed: factory(
-        argparse.Namespace(size=args.size, signal=signal, scalarizer=None, seed=seed)))
+    if args.instrument in ("twin", "replay"):      # bad options or a bad file fail now, not at the first request
+        probe = open_instrument(args.instrument, InstrumentOptions(
+            size=args.size, dose=args.dose, drift_px_per_frame=drift, data=args.data))
+        getattr(probe, "close", lambda: None)()
+    return Instruments(args.instrument, make, fresh_per_run=args.instrument == "twin")
 
 
 def serve(args: argparse.Namespace) -> int:

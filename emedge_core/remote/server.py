@@ -604,9 +604,11 @@ class Guard:
         self._buckets: dict[str, tuple[float, float]] = {}   # host -> (tokens, monotonic time)
 
     async def __call__(self, scope: dict[str, typing.Any], receive: typing.Any, send: typing.Any) -> None:
-        if scope["type"] != "http":
-            if scope["type"] == "websocket":
-                await send({"type": "websocket.close", "code": 1008})
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] != "http":          # websockets: not offered
+            await send({"type": "websocket.close", "code": 1008})
             return
         client = scope.get("client") or (None, 0)
         host = client[0]

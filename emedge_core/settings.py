@@ -52,6 +52,16 @@ class Settings:
     gpu: typing.Union[bool, str] = "auto"
     sources: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        from emedge_core.choices import HPC_BACKENDS
+
+        if self.hpc_backend not in HPC_BACKENDS:
+            where = ", ".join(self.sources) or "the defaults"
+            raise EmedgeError(f"hpc.backend must be one of {', '.join(HPC_BACKENDS)}, not {self.hpc_backend!r} "
+                              f"(from {where})")
+        if not (isinstance(self.gpu, bool) or self.gpu == "auto"):
+            raise EmedgeError(f'compute.gpu must be true, false or "auto", not {self.gpu!r}')
+
     @property
     def scalarize_backend(self) -> str:
         """The scalarizers' backend (:meth:`emedge_core.scalarize.Scalarizer.use`): ``"numpy"`` when the

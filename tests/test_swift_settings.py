@@ -43,6 +43,7 @@ def test_user_file_from_xdg(tmp_path: pathlib.Path) -> None:
     ("[staging]\ndir = 3\n", r"staging.dir must be a string"),
     ("gpu = true\n", r"must be a \[section\]"),
     ("[hpc\n", r"not valid TOML"),
+    ("[hpc]\nbackend = 'pbs'\n", r"hpc.backend must be one of local, slurmrest, sfapi, not 'pbs'"),
 ])
 def test_bad_files_name_the_file(tmp_path: pathlib.Path, text: str, match: str) -> None:
     (tmp_path / "user.toml").write_text(text)

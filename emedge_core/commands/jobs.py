@@ -22,9 +22,8 @@ import argparse
 import sys
 import typing
 
-from hpc_client.config import BACKENDS
-
 from emedge_core import EmedgeError
+from emedge_core.choices import HPC_BACKENDS
 
 
 def register(sub: typing.Any) -> None:
@@ -33,7 +32,7 @@ def register(sub: typing.Any) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
     s = verbs.add_parser("submit", help="stage inputs and submit a script")
-    s.add_argument("--backend", choices=BACKENDS, default=None,
+    s.add_argument("--backend", choices=HPC_BACKENDS, default=None,
                    help="where to run (default: [hpc] backend of the settings, else local)")
     s.add_argument("--url", help="slurmrestd or SFAPI base URL (default: [hpc] url, else SLURM_REST_URL / SFAPI_URL "
                                  "/ hpc.toml)")

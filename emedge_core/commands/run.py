@@ -14,6 +14,7 @@ import sys
 import typing
 
 from emedge_core import EmedgeError
+from emedge_core.choices import POLICIES
 from emedge_core.instrument import InstrumentOptions, instrument_factories, open_instrument
 
 
@@ -32,7 +33,7 @@ def register(sub: typing.Any) -> None:
     p.add_argument("--budget", type=int, default=100, help="measurements in all, seeds included (default 100)")
     p.add_argument("--seeds", type=int, default=10, help="random seed points before the model steers (default 10)")
     p.add_argument("--batch", type=int, default=1, help="points per step (default 1)")
-    p.add_argument("--acquisition", default="ucb", choices=("ucb", "ei", "maxvar", "thompson", "random"))
+    p.add_argument("--acquisition", default="ucb", choices=POLICIES)
     p.add_argument("--beta", type=float, default=2.0, help="UCB exploration weight (default 2)")
     p.add_argument("--window", type=int, default=16, help="patch edge in survey px (default 16)")
     p.add_argument("--seed", type=int, default=0, help="random seed of everything (default 0)")

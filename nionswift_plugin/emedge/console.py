@@ -19,11 +19,12 @@ import os
 import typing
 
 from emedge_core import EmedgeError
-from emedge_core.experiment import ExperimentConfig
 from emedge_core.instrument import Instrument, InstrumentOptions, open_instrument
 from emedge_core.scalarize import from_spec
 from emedge_core.settings import load_settings
-from nionswift_plugin.emedge.live import LiveExperiment
+
+if typing.TYPE_CHECKING:   # the loop (and torch with it) loads when a run starts, not when Swift does
+    from nionswift_plugin.emedge.live import LiveExperiment
 
 
 def make_instrument(source: typing.Union[str, Instrument], signal_kind: str, *, survey_px: int = 64,
@@ -67,6 +68,9 @@ def start(source: typing.Union[str, Instrument] = "microscope", scalarizer: typi
     facility settings allow it (``[compute] gpu``). Bad arguments raise :class:`~emedge_core.EmedgeError`
     before anything starts.
     """
+    from emedge_core.experiment import ExperimentConfig
+    from nionswift_plugin.emedge.live import LiveExperiment
+
     scal = from_spec(scalarizer).use(load_settings().scalarize_backend)   # frames reduced on the GPU when allowed
     config = ExperimentConfig(budget=int(budget), seeds=int(seeds), batch=int(batch), acquisition=acquisition,
                               window=int(window_px), seed=int(seed), stop_uncertainty=stop_uncertainty,

@@ -22,11 +22,12 @@ import threading
 import typing
 
 import numpy as np
-import torch
 
 from emedge_core import EmedgeError
-from emedge_core.experiment import Experiment, ExperimentConfig, ExperimentResult, Step
 from emedge_core.instrument import Frames, Instrument, Survey
+
+if typing.TYPE_CHECKING:   # the loop (and torch with it) loads when a run starts, not when Swift does
+    from emedge_core.experiment import ExperimentConfig, ExperimentResult, Step
 
 LOG = logging.getLogger("emedge")
 ENDED = ("finished", "stopped", "failed")
@@ -72,6 +73,8 @@ def share_with_ui() -> typing.Iterator[None]:
     100 collections of the middle generation instead of 10; the young generations are collected
     as usual. Thresholds and threads come back afterwards.
     """
+    import torch
+
     thresholds, threads = gc.get_threshold(), torch.get_num_threads()
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
     gc.freeze()
@@ -123,6 +126,8 @@ class LiveExperiment:
 
     def __init__(self, window: typing.Any, instrument: Instrument, scalarizer: typing.Any,
                  config: ExperimentConfig, out_dir: typing.Optional[str] = None) -> None:
+        from emedge_core.experiment import Experiment
+
         self._instrument = _KeepSurvey(instrument)
         self.experiment = Experiment(self._instrument, scalarizer, config)
         self.window, self.out_dir = window, out_dir

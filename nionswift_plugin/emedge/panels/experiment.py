@@ -12,6 +12,7 @@ import logging
 import typing
 
 from emedge_core import EmedgeError
+from emedge_core.choices import POLICIES
 from emedge_core.scalarize import REGISTRY
 from nionswift_plugin.emedge import console
 from nionswift_plugin.emedge.live import LiveExperiment, Snapshot
@@ -19,7 +20,6 @@ from nionswift_plugin.emedge.panels.form import Form, PanelDelegate
 
 LOG = logging.getLogger("emedge")
 SOURCE_LABELS = {"microscope": "Microscope (STEM controller)", "twin": "Digital twin", "replay": "Replay file"}
-ACQUISITIONS = ("ucb", "ei", "maxvar", "thompson", "random")
 
 
 class ExperimentView:
@@ -37,7 +37,7 @@ class ExperimentView:
         self.window_px = f.line("Window (px)", "8")
         self.survey_px = f.line("Survey (px)", "64")
         self.exposure_ms = f.line("Exposure (ms)", "10")
-        self.acquisition = f.combo("Acquisition", list(ACQUISITIONS))
+        self.acquisition = f.combo("Acquisition", list(POLICIES))
         self.budget = f.line("Budget", "30")
         self.seeds = f.line("Seeds", "5")
         self.stop_std = f.line("Stop when std <", "")

@@ -21,9 +21,9 @@ import typing
 import numpy as np
 
 from emedge_core import EmedgeError
+from emedge_core.choices import HPC_BACKENDS
 from emedge_core.jobs import open_client
 from emedge_core.settings import load_settings
-from hpc_client.config import BACKENDS
 from nionswift_plugin.emedge.panels.export import Item, default_path, export_items
 from nionswift_plugin.emedge.panels.form import Form, PanelDelegate
 
@@ -39,8 +39,8 @@ class HPCView:
         self.window = document_window
         settings = load_settings()
         f = self.form = Form(ui)
-        self.backend = f.combo("Backend", list(BACKENDS))
-        self.backend.current_item = settings.hpc_backend if settings.hpc_backend in BACKENDS else "local"
+        self.backend = f.combo("Backend", list(HPC_BACKENDS))
+        self.backend.current_item = settings.hpc_backend if settings.hpc_backend in HPC_BACKENDS else "local"
         self.kind = f.combo("Job", list(KINDS), KINDS.__getitem__)
         self.scalarizer = f.line("Scalarizer", "eels_band_integral")
         self.experiment = f.line("Experiment file", "")

@@ -21,6 +21,7 @@ from emedge_core.dkl import Posterior
 
 class Acquisition(abc.ABC):
     name: typing.ClassVar[str]
+    needs_model: typing.ClassVar[bool] = True      # False: select() ignores the posterior (may be None)
 
     @abc.abstractmethod
     def score(self, post: Posterior, rng: np.random.Generator) -> np.ndarray:
@@ -137,13 +138,14 @@ class Random(Acquisition):
     """Baseline: uniformly random unmeasured candidates."""
 
     name = "random"
+    needs_model = False
 
     def score(self, post: Posterior, rng: np.random.Generator) -> np.ndarray:
         return rng.random(len(post.mean))
 
-    def select(self, post: Posterior, q: int, exclude: np.ndarray, rng: np.random.Generator,
-               coords: typing.Optional[np.ndarray] = None, last: typing.Optional[np.ndarray] = None,
-               travel: float = 0.0) -> np.ndarray:
+    def select(self, post: typing.Optional[Posterior], q: int, exclude: np.ndarray,  # type: ignore[override]
+               rng: np.random.Generator, coords: typing.Optional[np.ndarray] = None,
+               last: typing.Optional[np.ndarray] = None, travel: float = 0.0) -> np.ndarray:
         free = np.flatnonzero(~exclude)
         return rng.choice(free, size=min(q, len(free)), replace=False).astype(np.int64)
 

@@ -369,3 +369,52 @@ class DKLRegressor:
         return Posterior(mean=(mean.cpu().numpy() * s + self._y_mean), var=var.cpu().numpy() * s * s,
                          noise=noise * s * s, y_best=self._y_best, _z=z_all.double(), _v=v, _kernel=lambda a, b:
                          kernel(a.float(), b.float()).double(), _scale=s)
+
+
+class DKLSurrogate:
+    """:class:`DKLRegressor` behind the steerer's surrogate interface (tell / posterior / prediction):
+    refitted (warm start) on every new value, in line - the project's earlier default, kept as a
+    variant. features (N, F), coords (N, 2) px: the candidates."""
+
+    def __init__(self, model: DKLRegressor, features: np.ndarray, coords: np.ndarray) -> None:
+        self.model, self.features, self.coords = model, features, coords
+        self.idx: list[int] = []
+        self.y: list[float] = []
+        self.refits = 0
+        self.updates = 0
+        self._post: typing.Optional[Posterior] = None
+        self._fitted_on = -1
+
+    def tell(self, idx: typing.Sequence[int], y: typing.Sequence[float]) -> None:
+        self.idx += [int(i) for i in idx]
+        self.y += [float(v) for v in y]
+
+    def posterior(self) -> typing.Optional[Posterior]:
+        if len(self.y) < 2:
+            return None
+        if self._fitted_on != len(self.y):
+            idx = np.asarray(self.idx)
+            self.model.fit(self.features[idx], np.asarray(self.y), coords=self.coords[idx])
+            self._post = self.model.posterior(self.features, coords=self.coords)
+            self._fitted_on = len(self.y)
+            self.refits += 1
+        return self._post
+
+    def prediction(self) -> typing.Any:
+        """Mean, std and mean -+ 1.96 std (scalar units), as :class:`emedge_core.gp.Prediction`."""
+        from emedge_core.gp import Prediction
+
+        post = self.posterior()
+        if post is None:
+            return None
+        return Prediction(post.mean, post.std, post.mean - 1.96 * post.std, post.mean + 1.96 * post.std)
+
+    def wait(self) -> None:
+        """Nothing runs in the background."""
+
+    def describe(self) -> dict[str, typing.Any]:
+        if self.model.model is None:
+            return {}
+        return {"kernel": "dkl", "hyperparameters": self.model.hyperparameters, "refits": self.refits,
+                "updates": self.updates, "spatial": self.model.model.spatial_kernel is not None,
+                "final_loss": self.model.losses[-1]}

@@ -11,6 +11,7 @@ be paused, resumed and stopped from another thread, and returns an
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import threading
 import time
 import typing
@@ -20,13 +21,17 @@ import numpy as np
 
 from emedge_core import EmedgeError, __version__, consistency
 from emedge_core.acquisition import make_acquisition
-from emedge_core.dkl import DKLRegressor, Posterior
+from emedge_core.dkl import DKLRegressor
+from emedge_core.gp import STRUCTURES, Prediction
 from emedge_core.drift import DriftTracker
 from emedge_core.instrument import Frames, Instrument, Survey
 from emedge_core.patches import make_patches
 from emedge_core.scalarize import Reducer, Scalarizer, from_spec
-from emedge_core.steer import Steerer
+from emedge_core.steer import Steerer, Surrogate, default_model
 from emedge_core.stopping import Budget, Predictability, StoppingRule, Uncertainty, first_fired
+
+
+_DKL_KNOBS = frozenset(inspect.signature(DKLRegressor).parameters) - {"n_features", "spatial", "device", "seed"}
 
 
 @dataclasses.dataclass
@@ -39,9 +44,15 @@ class ExperimentConfig:
     network (None = all W*W pixels); seed: makes the run repeatable;
     travel: travel-distance penalty; stop_uncertainty: stop when max predictive std < this
     (scalar units); stop_predictability: (k, tolerance) - stop when the last k were predicted
-    within tolerance; model: keyword arguments of :class:`~emedge_core.dkl.DKLRegressor`;
+    within tolerance; model: the surrogate - ``{"kind": "gp"}`` (the default:
+    :func:`~emedge_core.steer.default_model`; ``"spatial": False`` keeps only the patch-feature
+    kernel, ``"background": False`` refits in line, deterministic) or ``{"kind": "dkl", ...}`` with
+    keyword arguments of :class:`~emedge_core.dkl.DKLRegressor`; without "kind", any DKLRegressor
+    keyword (other than spatial) means "dkl";
     drift_every: re-take the survey every this many steps, measure the specimen drift against the
-    first survey and move every later probe position by it (None: never).
+    first survey and move every later probe position by it (None: never);
+    dwell_s: seconds the detector dwells per position, added to each measurement (a simulated
+    detector's pace, for the instrument-idle figures; 0 = the instrument's own).
     """
 
     budget: int = 100
@@ -58,6 +69,16 @@ class ExperimentConfig:
     stop_predictability: typing.Optional[tuple[int, float]] = None
     model: dict[str, typing.Any] = dataclasses.field(default_factory=dict)
     drift_every: typing.Optional[int] = None
+    dwell_s: float = 0.0
+
+    def model_kind(self) -> str:
+        """"gp" or "dkl" (see ``model``)."""
+        kind = self.model.get("kind")
+        if kind is None:                     # a config naming DKL knobs (runs recorded before "kind") is DKL
+            kind = "dkl" if set(self.model) & _DKL_KNOBS else "gp"
+        if kind not in ("gp", "dkl"):
+            raise EmedgeError(f"model kind must be 'gp' or 'dkl', not {kind!r}")
+        return str(kind)
 
     def rules(self) -> list[StoppingRule]:
         rules: list[StoppingRule] = [Budget(self.budget)]
@@ -80,7 +101,7 @@ class Step:
     seconds: float
     n_measured: int
     budget: int
-    posterior: typing.Optional[Posterior]
+    posterior: typing.Optional[Prediction]     # scalar units: .mean, .std, .lower, .upper (N,)
     steerer: Steerer
 
 
@@ -109,6 +130,9 @@ class ExperimentResult:
     probe_positions: typing.Optional[np.ndarray] = None   # (n, 2) int where the probe went (positions + drift)
     drift: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 4)))   # (k, 4) n, dy px, dx px, s
     findings: list[dict[str, typing.Any]] = dataclasses.field(default_factory=list)   # metadata the frames contradict
+    decide_seconds: list[float] = dataclasses.field(default_factory=list)   # per step: observe -> next suggest
+    measure_seconds: list[float] = dataclasses.field(default_factory=list)  # per step: the instrument measuring
+    model: dict[str, typing.Any] = dataclasses.field(default_factory=dict)  # kernel, hyper-parameters, LOO coverage
     resolved: dict[str, typing.Any] = dataclasses.field(default_factory=dict)   # scalarizer geometry every step used
 
     def summary(self) -> dict[str, typing.Any]:
@@ -120,6 +144,15 @@ class ExperimentResult:
             "scalars": [float(v) if np.isfinite(v) else None for v in self.values],
             "stopped_by": self.stopped_by,
             "seconds_per_step_median": float(np.median(self.step_seconds)) if self.step_seconds else 0.0,
+            "seconds_per_step_p95": float(np.percentile(self.step_seconds, 95)) if self.step_seconds else 0.0,
+            "decision_seconds_median": float(np.median(self.decide_seconds)) if self.decide_seconds else 0.0,
+            "decision_seconds_p95": float(np.percentile(self.decide_seconds, 95)) if self.decide_seconds else 0.0,
+            "instrument_idle_fraction": (float(sum(self.decide_seconds) / (sum(self.decide_seconds)
+                                                                            + sum(self.measure_seconds)))
+                                         if self.decide_seconds and sum(self.measure_seconds) > 0 else None),
+            "dwell_s": self.config.dwell_s,
+            "model": self.model.get("kernel"),
+            "loo_coverage": self.model.get("loo_coverage"),
             "n_candidates": self.n_candidates,
             "n_measured": int(len(self.values)),
             "n_failed": int((~ok).sum()),
@@ -142,7 +175,14 @@ def make_steerer(image: np.ndarray, config: ExperimentConfig,
     cfg = config
     patches = make_patches(image, cfg.window, cfg.patch_mode, available,
                            cfg.components if cfg.model.get("extractor", "mlp") == "mlp" else None)
-    model = DKLRegressor(patches.features.shape[1], window=cfg.window, seed=cfg.seed, **cfg.model)
+    model: typing.Union[Surrogate, DKLRegressor]
+    if cfg.model_kind() == "gp":
+        structures = STRUCTURES if cfg.model.get("spatial", True) else ("pca",)
+        model = default_model(patches, image, background=bool(cfg.model.get("background", True)),
+                              structures=structures, warp=str(cfg.model.get("warp", "auto")))
+    else:
+        kw = {k: v for k, v in cfg.model.items() if k != "kind"}
+        model = DKLRegressor(patches.features.shape[1], window=cfg.window, seed=cfg.seed, **kw)
     acquisition = make_acquisition(cfg.acquisition, **cfg.acquisition_params)
     return Steerer(patches, model, acquisition, seeds=cfg.seeds, batch=cfg.batch, travel=cfg.travel,
                    seed=cfg.seed)
@@ -215,6 +255,9 @@ class Experiment:
         axis: dict[str, typing.Any] = {}
         step_seconds: list[float] = []
         step_measured: list[int] = []
+        decide: list[float] = []
+        measure_s: list[float] = []
+        t_told: typing.Optional[float] = None
         max_std: list[float] = []
         stopped_by = "stopped"
         bar = _progress(cfg.budget, progress)
@@ -236,17 +279,25 @@ class Experiment:
                 if len(positions) == 0:
                     stopped_by = "budget"
                     break
+                t_asked = time.perf_counter()
                 probe = positions
                 if tracker is not None:
                     if step > 0 and step % typing.cast(int, cfg.drift_every) == 0:
                         tracker.update(self.instrument.survey().image, len(steerer.order),
                                        time.perf_counter() - started)
                     probe = tracker.correct(positions, survey.shape)
+                t_m = time.perf_counter()
                 measured = self.instrument.measure(probe)
+                if cfg.dwell_s > 0:
+                    time.sleep(cfg.dwell_s * len(probe))
+                measure_s.append(time.perf_counter() - t_m)
                 if step == 0:
                     findings = _check(measured, state)
                 result = reducer.frames(measured)
                 probes.append(np.asarray(probe, np.int64))
+                if t_told is not None:       # the previous observe -> this suggest's answer
+                    decide.append(t_asked - t_told)
+                t_told = time.perf_counter()
                 steerer.observe(positions, result.values)
                 frames.append(np.asarray(measured.data))
                 reasons.append(result.reason)
@@ -265,6 +316,7 @@ class Experiment:
                 step += 1
         finally:
             bar.close()
+        steerer.model.wait()
         post = steerer.posterior()
         h, w = survey.shape
         nan_map = np.full((h, w), np.nan)
@@ -281,7 +333,8 @@ class Experiment:
             step_seconds=step_seconds, max_std=max_std, stopped_by=stopped_by,
             instrument_state=state, n_candidates=len(patches), step_measured=step_measured,
             probe_positions=np.concatenate(probes) if probes else np.zeros((0, 2), np.int64),
-            resolved=reducer.resolved, drift=tracker.as_array() if tracker is not None else np.zeros((0, 4)), findings=findings)
+            resolved=reducer.resolved, drift=tracker.as_array() if tracker is not None else np.zeros((0, 4)), findings=findings,
+            decide_seconds=decide, measure_seconds=measure_s, model=steerer.model.describe())
 
 
 def _check(frames: Frames, state: dict[str, typing.Any]) -> list[dict[str, typing.Any]]:

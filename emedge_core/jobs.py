@@ -86,14 +86,15 @@ def retrain(experiment: str, out: str, window: typing.Optional[int] = None, iter
     assert post is not None                  # two good values or more: the model is fitted
     patches = steerer.patches
     prediction, uncertainty = patches.to_map(post.mean), patches.to_map(post.std)
-    spatial = bool(steerer.model.model is not None and steerer.model.model.spatial_kernel is not None)
+    info = steerer.model.describe()         # kernel, hyper-parameters, spatial, final_loss (DKL) / LOO (GP)
+    spatial = bool(info.get("spatial"))
     params = {"source": experiment, "n_measurements": int(keep.sum()), "window": cfg.window, "seed": cfg.seed,
-              "model": cfg.model, "spatial": spatial, "final_loss": steerer.model.losses[-1],
-              "command": "emedge retrain"}
+              "model": cfg.model, "spatial": spatial, "final_loss": info.get("final_loss"),
+              "kernel": info.get("kernel"), "command": "emedge retrain"}
     emd.write(out, {"prediction": prediction, "uncertainty": uncertainty}, codec="auto",
               provenance=provenance.collect(params, state), sig_ndim={"prediction": 2, "uncertainty": 2})
-    return {"out": out, "n_measurements": int(keep.sum()), "final_loss": steerer.model.losses[-1],
-            "spatial": spatial, "seconds": round(time.perf_counter() - t0, 3)}
+    return {"out": out, "n_measurements": int(keep.sum()), "final_loss": info.get("final_loss"),
+            "kernel": info.get("kernel"), "spatial": spatial, "seconds": round(time.perf_counter() - t0, 3)}
 
 
 def reduce_emd_job(emd_path: str, scalarizer: typing.Union[str, dict[str, typing.Any]], out: str = "reduced.npy",

@@ -10,6 +10,7 @@ with --json the last stdout line is the summary object.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import typing
 
@@ -35,7 +36,20 @@ def register(sub: typing.Any) -> None:
     p.add_argument("--batch", type=int, default=1, help="points per step (default 1)")
     p.add_argument("--acquisition", default="ucb", choices=POLICIES)
     p.add_argument("--beta", type=float, default=2.0, help="UCB exploration weight (default 2)")
-    p.add_argument("--window", type=int, default=16, help="patch edge in survey px (default 16)")
+    p.add_argument("--window", type=int, default=None,
+                   help="patch edge in survey px (default 16; smaller on a small survey, see below)")
+    p.add_argument("--components", type=int, default=None,
+                   help="PCA scores per patch fed to the model (default 16, at most window^2)")
+    p.add_argument("--patch-mode", choices=("restrict", "reflect"), default=None,
+                   help="restrict: only pixels whose whole window fits are candidates (default); reflect: every "
+                        "pixel, the survey mirrored at its edges. Without --window/--components/--patch-mode a "
+                        "small survey (e.g. a 49x6 SI) gets a window and components that leave at least half the "
+                        "scan as candidates; the choice is printed to stderr and kept in the summary")
+    p.add_argument("--dataset", default=None,
+                   help="replay: the signal of a file holding several (title or index; see emedge inspect FILE)")
+    p.add_argument("--survey", default=None, metavar="IMAGE",
+                   help="replay: a HAADF/ADF image of the scan (at its grid or a whole multiple, binned); default: "
+                        "an image in the same file, else the summed signal")
     p.add_argument("--seed", type=int, default=0, help="random seed of everything (default 0)")
     p.add_argument("--travel", type=float, default=0.0, help="travel-distance penalty weight (default 0 = none)")
     p.add_argument("--stop-uncertainty", type=float, default=None, metavar="STD",
@@ -62,6 +76,31 @@ def register(sub: typing.Any) -> None:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line last")
     p.set_defaults(func=run)
+
+
+def _patch_choice(args: argparse.Namespace, instrument: typing.Any, scalarizer: typing.Any) -> typing.Any:
+    """Window, patch mode and components for this survey (small surveys adapt, :func:`fit_to_survey`);
+    the energy windows of EELS scalarizers are checked against the instrument's axis here, before
+    anything is measured. What was adapted goes to stderr."""
+    from emedge_core.consistency import check_energy_windows
+    from emedge_core.patches import PatchChoice, fit_to_survey
+
+    if scalarizer.signal_kind == "spectrum":
+        check_energy_windows(scalarizer, getattr(instrument, "energy_eV", None))
+    window = 16 if args.window is None else args.window
+    components = 16 if args.components is None else args.components
+    mode = args.patch_mode or "restrict"
+    if window < 1 or components < 1:
+        raise EmedgeError(f"--{'window' if window < 1 else 'components'} must be >= 1")
+    shape = instrument.survey().shape if args.instrument == "replay" else \
+        (args.size, args.size) if args.instrument == "twin" else None     # other instruments: survey not taken yet
+    if shape is None:
+        return PatchChoice(window, mode, components, -1)
+    choice = fit_to_survey(shape, window, components, mode,
+                           fixed=(args.window is not None, args.components is not None, args.patch_mode is not None))
+    if choice.note:
+        print(f"emedge: {choice.note}", file=sys.stderr)
+    return choice
 
 
 def _predictability(text: typing.Optional[str]) -> typing.Optional[tuple[int, float]]:
@@ -94,14 +133,16 @@ def run(args: argparse.Namespace) -> int:
         signal_kind=args.signal or scalarizer.signal_kind, size=args.size, seed=args.seed, dose=args.dose,
         drift_px_per_frame=_pair(args.drift, "--drift"), data=args.data, dataset=getattr(args, "dataset", None),
         survey=getattr(args, "survey", None)))
-    for name in ("budget", "seeds", "batch", "window", "drift_every"):
+    choice = _patch_choice(args, instrument, scalarizer)
+    for name in ("budget", "seeds", "batch", "window", "components", "drift_every"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise EmedgeError(f"--{name.replace('_', '-')} must be >= 1")
     if not args.spatial_lengthscale > 0:
         raise EmedgeError("--spatial-lengthscale must be > 0")
     config = ExperimentConfig(
         budget=args.budget, seeds=min(args.seeds, args.budget), batch=args.batch, acquisition=args.acquisition,
-        acquisition_params={"beta": args.beta} if args.acquisition == "ucb" else {}, window=args.window,
+        acquisition_params={"beta": args.beta} if args.acquisition == "ucb" else {}, window=choice.window,
+        patch_mode=choice.mode, components=choice.components,
         seed=args.seed, travel=args.travel, stop_uncertainty=args.stop_uncertainty,
         stop_predictability=_predictability(args.stop_predictability),
         model={"retrain": args.retrain, "extractor": args.extractor, "spatial": args.spatial,
@@ -119,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         from emedge_core.cli import print_json
 
-        print_json(summary | {"files": paths})
+        print_json(summary | {"files": paths, "patches": dataclasses.asdict(choice)})
     else:
         print(f"{summary['n_measured']} measured ({summary['n_failed']} failed), stopped by {summary['stopped_by']}, "
               f"median step {summary['seconds_per_step_median']:.3f} s; best {summary['best_value']} at "

@@ -3,7 +3,8 @@
 ``experiment.h5`` is an EMD 1.0 file written by :func:`emedge_core.emd.write` (root group
 ``/experiment``, every array compressed losslessly with the codec ``auto`` picks, provenance and
 per-chunk CRC-32; ``auto`` stores plain values that h5py + hdf5plugin, rosettasciio and emdfile read
-as they are, with the axes as EMD 1.0 dim vectors): survey (H, W), positions (n, 2) int, values (n,), reasons (n,) uint8, frames
+as they are, with the axes as EMD 1.0 dim vectors):
+survey (H, W), positions (n, 2) int, values (n,), reasons (n,) uint8, frames
 (n, *sig), energy_eV (E,) for spectra, prediction and uncertainty (H, W), step_seconds and max_std
 per step, probe_positions (n, 2) where the probe went (positions moved by the drift) and, when
 drift was tracked, drift (k, 4): measurements so far, dy px, dx px, seconds; each is the EMD array

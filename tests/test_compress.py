@@ -7,6 +7,7 @@ import pytest
 
 from emedge_core import EmedgeError, compress
 
+
 def disk(k: int, r: float) -> np.ndarray:
     yy, xx = np.mgrid[:k, :k]
     return ((yy - k / 2) ** 2 + (xx - k / 2) ** 2) < r ** 2
@@ -114,9 +115,7 @@ def test_delta_prediction_is_undone_with_numpy_cumsum() -> None:
 
 
 def test_auto_picks_the_best_ratio_deterministically() -> None:
-    from emedge_core.compress.auto import choose
-
-    from emedge_core.compress.auto import HEAVY, HEAVY_GAIN
+    from emedge_core.compress.auto import HEAVY, HEAVY_GAIN, choose
 
     for a, axis in ((DATA["counting"], 1), (DATA["integrating"], 1), (DATA["eels"], 1)):
         codec, ratios = choose([a], axis=axis)

@@ -13,9 +13,9 @@ import zlib
 import h5py
 import numpy as np
 import pytest
+from test_compress import DATA, LOSSLESS
 
 from emedge_core import EmedgeError, emd, provenance
-from test_compress import DATA, LOSSLESS
 
 SIG = {"counting": 2, "integrating": 2, "eels": 1, "series": 2, "survey": 1}
 
@@ -227,7 +227,7 @@ def test_full_disk_is_a_clear_error_and_keeps_what_was_written(small_fs, monkeyp
     path = os.path.join(mnt, "full.h5")
     w = emd.StreamWriter(path, "noise", (64, 64), np.float32, codec="raw", chunk_frames=2)
     with pytest.raises(EmedgeError, match=r"failed \(disk full.*\); it keeps the \d+ frames"):
-        for i in range(1000):        # 32 MiB of incompressible frames into 1 MiB
+        for _ in range(1000):        # 32 MiB of incompressible frames into 1 MiB
             w.append(rng.random((2, 64, 64), dtype=np.float32))
     with pytest.raises(EmedgeError, match="earlier write failed"):
         w.append(rng.random((2, 64, 64), dtype=np.float32))
@@ -356,3 +356,29 @@ def test_value_reads_emd_groups_and_plain_data_sets(tmp_path) -> None:
         f["plain"] = np.arange(3)
         assert np.array_equal(emd.value(f["data/a"]), DATA["survey"])
         assert np.array_equal(emd.value(f["plain"]), np.arange(3))
+
+
+def test_stream_writer_keeps_axes_and_metadata_and_a_series_axis_gets_its_length(tmp_path) -> None:
+    path = str(tmp_path / "s.emd")
+    frames = DATA["series"]
+    with emd.StreamWriter(path, "series", frames.shape[1:], frames.dtype, codec="blosc2", chunk_frames=2,
+                          dims=[("time", "s", 0.0, 0.5), ("y", "nm", 0.0, 0.1), ("x", "nm", 0.0, 0.1)],
+                          metadata={"swift_properties": {"exposure_s": 0.5}}) as w:
+        w.append(frames)
+        w.write_array("energy_eV", np.linspace(0, 10, 11), dims=[emd.Axis("energy", "eV", np.linspace(0, 10, 11))])
+    stats = w.close()
+    with h5py.File(path, "r") as f:
+        assert np.allclose(f["data/series/dim0"][()], 0.5 * np.arange(len(frames)))
+        assert f["data/series/dim0"].attrs["units"] == "s" and len(f["data/series/dim2"]) == frames.shape[2]
+        assert f[stats["series"]["dataset"]].shape == frames.shape
+        assert stats["energy_eV"]["dataset"] == "/data/energy_eV/data"
+    desc = emd.info(path)["arrays"]["series"]
+    assert desc["metadata"] == {"swift_properties": {"exposure_s": 0.5}} and desc["warning"] is None
+    assert [d["name"] for d in desc["dims"]] == ["time", "y", "x"] and desc["dims"][0]["step"] == 0.5
+    assert emd.metadata(path, "series") == desc["metadata"]
+
+
+def test_an_axis_of_the_wrong_length_names_the_option(tmp_path) -> None:
+    with pytest.raises(EmedgeError, match=r"dims axis 2 \('energy'\) has 3 values for an axis of length 200"):
+        emd.write(str(tmp_path / "e.h5"), {"eels": DATA["eels"]}, sig_ndim={"eels": 1},
+                  dims={"eels": [("y", "nm", 0, 1), ("x", "nm", 0, 1), emd.Axis("energy", "eV", [1.0, 2.0, 3.0])]})

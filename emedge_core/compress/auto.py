@@ -71,15 +71,17 @@ def pick(sample: typing.Sequence[np.ndarray], axis: int = 0, candidates: typing.
     codecs = [parse(spec) for spec in candidates]
     codecs = [c for c in codecs if c.kind != "sparse" or detector]
     heavy_codec = parse(heavy) if heavy and detector else None
-    for codec in codecs + [heavy_codec] * (heavy_codec is not None):
+    extra = [heavy_codec] if heavy_codec is not None else []
+    for codec in codecs + extra:
         codec.check(sample[0].dtype)
-    dense = [c for c in codecs if c.kind != "sparse"] + [heavy_codec] * (heavy_codec is not None)
+    dense = [c for c in codecs if c.kind != "sparse"] + extra
 
     def run(codec: typing.Any) -> list[bytes]:
         one = codec.with_threads(1) if pool is not None else codec
         return [one.encode_chunk(c, axis) for c in sample]
 
-    encoded = dict(zip((c.spec for c in dense), (pool.map(run, dense) if pool is not None else map(run, dense))))
+    encoded = dict(zip((c.spec for c in dense), (pool.map(run, dense) if pool is not None else map(run, dense)),
+                       strict=True))
     ratios: dict[str, float] = {}
     best: typing.Any = None
     for codec in codecs:

@@ -78,6 +78,7 @@ class DenseCodec(CodecLike, typing.Protocol):
         """The array group's ``emedge_*`` attributes."""
 
 
+@typing.runtime_checkable
 class SparseCodec(CodecLike, typing.Protocol):
     """Electron events in three 1-D data sets (``kind == "sparse"``)."""
 
@@ -90,3 +91,4 @@ class SparseCodec(CodecLike, typing.Protocol):
 
 
 AnyCodec = typing.Union[DenseCodec, SparseCodec]
+#: tell them apart with ``isinstance(codec, SparseCodec)`` (narrows the other branch to DenseCodec)

@@ -26,8 +26,18 @@ by :func:`info` (``warning``). One job per module:
 from __future__ import annotations
 
 from emedge_core.emd.inspect import info, reader_warning
-from emedge_core.emd.layout import (CHUNK_BYTES, CHUNK_BYTES_DETECTOR, Axis, AxisSpec, Dim, axis, chunk_grid, chunk_runs,
-                                    default_sig_ndim, jsonable)
+from emedge_core.emd.layout import (
+                                    CHUNK_BYTES,
+                                    CHUNK_BYTES_DETECTOR,
+                                    Axis,
+                                    AxisSpec,
+                                    Dim,
+                                    axis,
+                                    chunk_grid,
+                                    chunk_runs,
+                                    default_sig_ndim,
+                                    jsonable,
+)
 from emedge_core.emd.reader import is_array, metadata, read, read_array, root_group, value
 from emedge_core.emd.writer import FLUSH_SECONDS, INFLIGHT, ArraySink, StreamWriter, encode_pool, write
 

@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 
 from emedge_core import EmedgeError, compress
+from emedge_core.compress import SparseCodec
 from emedge_core.emd import sparse
 from emedge_core.emd.layout import is_payload, read_dims, read_json_group
 from emedge_core.emd.reader import array_metadata, is_array, open_file, root_group
@@ -23,7 +24,7 @@ def reader_warning(spec: str) -> typing.Optional[str]:
         return f"codec {spec!r} is unknown to this version; other readers may see stored values, not the data"
     if codec.plain_readable:
         return None
-    what = "sparse events" if codec.kind == "sparse" else getattr(codec.transform, "name", "a transform")
+    what = "sparse events" if isinstance(codec, SparseCodec) else getattr(codec.transform, "name", "a transform")
     return (f"stored with {spec} ({what}): h5py, HyperSpy/rosettasciio and py4DSTEM/emdfile see the stored "
             "values, not the data; read it with emedge (emd.read) or rewrite it with --codec auto")
 

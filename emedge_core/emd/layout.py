@@ -103,7 +103,8 @@ def chunk_runs(nav_shape: tuple[int, ...], c: int, r: int = 1) -> typing.Iterato
                 yield head + (slice(i, i + ri), slice(j, j + k)), (n * rows + i) * last + j, ri * k
 
 
-def axis_vector(spec: typing.Optional[AxisSpec], i: int, n: typing.Optional[int], where: str) -> tuple[str, str, np.ndarray]:
+def axis_vector(spec: typing.Optional[AxisSpec], i: int, n: typing.Optional[int],
+                where: str) -> tuple[str, str, np.ndarray]:
     """(name, units, values) of axis ``i`` of length ``n`` (None: unknown yet, a growing series:
     the two values [start, start + step]). No spec: ``dim<i>`` in pixels."""
     if spec is None:
@@ -119,6 +120,16 @@ def axis_vector(spec: typing.Optional[AxisSpec], i: int, n: typing.Optional[int]
     name, units, start, step = spec
     count = 2 if n is None else n
     return str(name), str(units), float(start) + float(step) * np.arange(count, dtype=np.float64)
+
+
+def check_dims(where: str, shape: tuple[typing.Optional[int], ...],
+               dims: typing.Optional[typing.Sequence[AxisSpec]]) -> None:
+    """Raise :class:`EmedgeError` (naming ``dims``) unless ``dims`` fits ``shape`` (None: a length not known yet)."""
+    specs = list(dims or [])
+    if len(specs) > len(shape):
+        raise EmedgeError(f"{where}: dims has {len(specs)} axes for an array of {len(shape)} dimensions")
+    for i, spec in enumerate(specs):
+        axis_vector(spec, i, shape[i], where)
 
 
 def write_dims(group: h5py.Group, shape: tuple[int, ...], dims: typing.Optional[typing.Sequence[AxisSpec]],
@@ -170,7 +181,9 @@ def write_json_group(parent: h5py.Group, name: str, values: typing.Mapping[str, 
 def read_json_group(md: typing.Optional[h5py.Group]) -> dict[str, typing.Any]:
     """Inverse of :func:`write_json_group` (a value that is not JSON comes back as its text)."""
     out: dict[str, typing.Any] = {}
-    for key in (md.keys() if isinstance(md, h5py.Group) else ()):
+    if not isinstance(md, h5py.Group):
+        return out
+    for key in md.keys():
         item = md[key]
         if not isinstance(item, h5py.Dataset):
             continue
@@ -191,7 +204,8 @@ def write_metadata(group: h5py.Group, metadata: typing.Optional[typing.Mapping[s
     write_json_group(bundle, METADATA_BUNDLE, metadata)
 
 
-def create_file(path: str, root: str, provenance: typing.Optional[dict[str, typing.Any]]) -> tuple[h5py.File, h5py.Group]:
+def create_file(path: str, root: str,
+                provenance: typing.Optional[dict[str, typing.Any]]) -> tuple[h5py.File, h5py.Group]:
     """A new EMD 1.0 file with its root group and the provenance metadata (flushed)."""
     try:
         f = h5py.File(path, "w")

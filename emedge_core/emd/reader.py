@@ -7,8 +7,8 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers the HDF5 filters used by the codecs)
 import numpy as np
 
-from emedge_core import EmedgeError
-from emedge_core import compress
+from emedge_core import EmedgeError, compress
+from emedge_core.compress import SparseCodec
 from emedge_core.compress.crc import checksum
 from emedge_core.emd import dense, sparse
 from emedge_core.emd.layout import METADATA_BUNDLE, chunk_runs, os_error, read_json_group
@@ -90,7 +90,7 @@ def read_array(g: h5py.Group, verify: bool = True) -> np.ndarray:
         dtype = np.dtype(str(g.attrs["emedge_original_dtype"]))
         nav_ndim, c = int(g.attrs["emedge_nav_ndim"]), int(g.attrs["emedge_chunk_frames"])
         r = int(g.attrs.get("emedge_chunk_rows", 1))
-        if codec.kind == "sparse":
+        if isinstance(codec, SparseCodec):
             out = sparse.read(g, codec, dtype)
         else:
             out = dense.read(g, codec, dtype, nav_ndim, c)

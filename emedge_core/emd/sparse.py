@@ -23,7 +23,7 @@ def create(group: h5py.Group, codec: SparseCodec, dtype: np.dtype, nav_shape: ty
                         "frame_shape": np.asarray(frame_shape, np.int64),
                         "nav_shape": np.asarray(nav_shape or (-1,), np.int64)})
     out = {}
-    for key, dt in zip(KEYS, (np.uint32, np.uint32, dtype)):
+    for key, dt in zip(KEYS, (np.uint32, np.uint32, dtype), strict=True):
         out[key] = group.create_dataset(key, shape=(0,), maxshape=(None,), dtype=dt, chunks=(1 << 16,),
                                         **codec.stage.h5_filter())
     out["events_per_frame"].attrs["frames_written"] = 0
@@ -32,7 +32,7 @@ def create(group: h5py.Group, codec: SparseCodec, dtype: np.dtype, nav_shape: ty
 
 def write_frames(ds: typing.Mapping[str, h5py.Dataset], codec: SparseCodec, frames: np.ndarray) -> None:
     """Append the events of ``frames`` (k, *frame)."""
-    for key, values in zip(KEYS, codec.events(frames)):
+    for key, values in zip(KEYS, codec.events(frames), strict=True):
         d = ds[key]
         n = d.shape[0]
         d.resize((n + len(values),))

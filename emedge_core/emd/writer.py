@@ -24,13 +24,24 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers the HDF5 filters used by the codecs)
 import numpy as np
 
-from emedge_core import EmedgeError
-from emedge_core import compress
-from emedge_core.compress import AnyCodec
+from emedge_core import EmedgeError, compress
+from emedge_core.compress import AnyCodec, SparseCodec
+from emedge_core.compress.auto import pick, trial_sample
 from emedge_core.compress.crc import checksum
 from emedge_core.emd import dense, sparse
-from emedge_core.emd.layout import (AxisSpec, chunk_grid, chunk_runs, chunk_target, create_file, default_sig_ndim,
-                                    is_payload, os_error, write_dims, write_metadata)
+from emedge_core.emd.layout import (
+    AxisSpec,
+    check_dims,
+    chunk_grid,
+    chunk_runs,
+    chunk_target,
+    create_file,
+    default_sig_ndim,
+    is_payload,
+    os_error,
+    write_dims,
+    write_metadata,
+)
 from emedge_core.provenance import CHECKSUM_ALGORITHM
 
 #: chunks being encoded at once per encoding thread while an append runs: a deeper queue keeps the
@@ -85,12 +96,15 @@ class ArraySink:
                                     chunk_target(self.frame_shape, self.dtype))
         nav_ndim = len(self.nav_shape) if self.nav_shape else 1
         self._chunk_nav = (1,) * (nav_ndim - 2) + (self.r, self.c) if nav_ndim >= 2 else (self.c,)
-        self._auto = codec if compress.is_auto(codec) else None
+        self._auto: typing.Optional[str] = codec if isinstance(codec, str) and compress.is_auto(codec) else None
         if self._auto is not None:
             compress.auto_threads(self._auto)            # a bad auto spec fails now
-        self.codec: typing.Optional[AnyCodec] = None if self._auto else (compress.get(codec) if isinstance(codec, str) else codec)
+        self.codec: typing.Optional[AnyCodec] = None
+        if self._auto is None:
+            self.codec = compress.get(codec) if isinstance(codec, str) else codec
         if self.codec is not None:
             self.codec.check(self.dtype)
+        check_dims(f"{root.name}/{name}", (self.nav_shape or (None,)) + self.frame_shape, dims)   # fail before any data
         self.group = root.create_group(name)
         self.group.attrs.update({"emd_group_type": "array", "python_class": "Array"})
         self._dims, self._units = dims, units
@@ -117,9 +131,16 @@ class ArraySink:
     def threads(self) -> int:
         """Chunks encoded at once: the codec's ``threads`` (blosc2 / zstd), else 1."""
         if self.codec is None:
-            n = compress.auto_threads(self._auto)
+            n = compress.auto_threads(self._auto or "auto")
             return 2 if n is None else n          # the candidates' default (blosc2 threads=2)
         return max(1, int(getattr(self.codec, "threads", 1)))
+
+    @property
+    def chosen(self) -> AnyCodec:
+        """The codec (``auto`` has chosen it on the first chunk)."""
+        if self.codec is None:
+            raise EmedgeError(f"{self.name}: no codec chosen yet (no chunk written)")
+        return self.codec
 
     def _next_run_len(self) -> int:
         if self._runs is None:
@@ -177,21 +198,20 @@ class ArraySink:
             block[k:] = 0                   # a short run (edge of the scan, end of a series) is zero-padded
         payload: typing.Optional[bytes] = None
         if self.codec is None:              # auto: choose on the first chunk, keep the winner's bytes for it
-            from emedge_core.compress.auto import pick, trial_sample
-
             nav_ndim = len(self.nav_shape) if self.nav_shape else 1
             chunk = np.ascontiguousarray(block).reshape(self._chunk_nav + self.frame_shape)
             sample = trial_sample(chunk, nav_ndim - 1)
             big = self.threads > 1 and sample.nbytes >= 1 << 16     # small samples: no threads for the trial
-            choice = pick([sample], nav_ndim - 1, threads=compress.auto_threads(self._auto),
+            choice = pick([sample], nav_ndim - 1, threads=compress.auto_threads(self._auto or "auto"),
                           pool=self._executor() if big else None)
             self.codec = choice.codec
             payload = choice.payloads[0] if choice.payloads and sample is chunk else None
+        codec = self.chosen
         if not self._ds:
             self._create()
-        if self.threads > 1 and self.codec.kind != "sparse":
+        if self.threads > 1 and not isinstance(codec, SparseCodec):
             if self._one is None:
-                self._one = self.codec.with_threads(1)     # chunks in parallel, each on one thread
+                self._one = codec.with_threads(1)     # chunks in parallel, each on one thread
             inflight.append((block, k, owned, self._executor().submit(self._encode, self._one, block, k, payload)))
         else:
             inflight.append((block, k, owned, payload))
@@ -202,7 +222,7 @@ class ArraySink:
         Runs on the pool's threads: NumPy, zlib and Blosc2 drop the GIL on chunk-sized work."""
         crc = checksum(block[:k])
         vmax = float(block[:k].max()) if k and self._lossy_transform else -np.inf
-        if payload is None and codec.kind != "sparse":
+        if payload is None and not isinstance(codec, SparseCodec):
             chunk = np.ascontiguousarray(block).reshape(self._chunk_nav + self.frame_shape)
             payload = codec.encode_chunk(chunk, axis=(len(self.nav_shape) if self.nav_shape else 1) - 1)
         return crc, payload, vmax
@@ -218,8 +238,8 @@ class ArraySink:
         if hasattr(pending, "result"):
             crc, payload, vmax = pending.result()
         else:
-            crc, payload, vmax = self._encode(self.codec, block, k, pending)
-        if self.codec.kind == "sparse":
+            crc, payload, vmax = self._encode(self.chosen, block, k, pending)
+        if payload is None:                                   # sparse events: no chunk bytes
             self._write_sparse(block[:k], k)
         else:
             self._write_dense(payload, k)
@@ -253,7 +273,7 @@ class ArraySink:
         step = len(self._crcs)
         self._write_crcs((self._n_chunks - 1) // step * step)
         if self._lossy_transform:
-            self.group.attrs["emedge_error_bound"] = json.dumps(self.codec.error_bound(np.array([self._vmax])),
+            self.group.attrs["emedge_error_bound"] = json.dumps(self.chosen.error_bound(np.array([self._vmax])),
                                                                 default=float)
         self._frames_attr.write(np.array(self._committed, np.int64))
         self.group.file.flush()
@@ -266,13 +286,15 @@ class ArraySink:
         dense.write_chunk(self._ds["data"], payload, self._committed, k, self.nav_shape, self.frame_shape)
 
     def _write_sparse(self, block: np.ndarray, k: int) -> None:
-        sparse.write_frames(self._ds, self.codec, block.reshape(k, *self.frame_shape))
+        codec = self.chosen
+        assert isinstance(codec, SparseCodec)
+        sparse.write_frames(self._ds, codec, block.reshape(k, *self.frame_shape))
 
     def _create(self) -> None:
-        g, codec = self.group, self.codec
+        g, codec = self.group, self.chosen
         g.attrs.update({"emedge_nav_ndim": len(self.nav_shape) if self.nav_shape else 1, "emedge_chunk_frames": self.c,
                         "emedge_chunk_rows": self.r})
-        if codec.kind == "sparse":
+        if isinstance(codec, SparseCodec):
             self._ds.update(sparse.create(g, codec, self.dtype, self.nav_shape, self.frame_shape))
             self._ds["data"] = self._ds["events_per_frame"]
         else:
@@ -291,7 +313,8 @@ class ArraySink:
     def close(self) -> dict[str, typing.Any]:
         """Flush a partial last chunk (growing series) and return the array's statistics."""
         if self._k:
-            t0, inflight = time.perf_counter(), collections.deque()
+            t0 = time.perf_counter()
+            inflight: collections.deque[tuple[np.ndarray, int, bool, typing.Any]] = collections.deque()
             self._submit((self._buf, self._k, True), inflight)
             self._commit(*inflight.popleft())
             self._k = 0
@@ -304,7 +327,7 @@ class ArraySink:
         if not self._ds:
             self._create()
         self._ds["checksums"].resize((self._n_chunks,))
-        if self.nav_shape is None and self.codec.kind != "sparse":      # a series: axis 0 now has its length
+        if self.nav_shape is None and not isinstance(self.codec, SparseCodec):  # a series: axis 0 has its length now
             write_dims(self.group, self._ds["data"].shape, self._dims)
         if self.total is not None and self.frames_written < self.total:
             raise EmedgeError(f"{self.name}: closed after {self.frames_written} of {self.total} frames")
@@ -424,7 +447,8 @@ def _write_one(root: h5py.Group, name: str, a: np.ndarray, codec: CodecSpec, sig
     return sink.close()
 
 
-def write(path: str, arrays: typing.Mapping[str, np.ndarray], codec: typing.Union[str, typing.Mapping[str, str]] = "auto",
+def write(path: str, arrays: typing.Mapping[str, np.ndarray],
+          codec: typing.Union[str, typing.Mapping[str, str]] = "auto",
           provenance: typing.Optional[dict[str, typing.Any]] = None, root: str = "data",
           sig_ndim: typing.Optional[typing.Mapping[str, int]] = None,
           dims: typing.Optional[typing.Mapping[str, typing.Sequence[AxisSpec]]] = None,

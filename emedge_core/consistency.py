@@ -109,6 +109,23 @@ def _semiangle(frames: Frames, state: dict[str, typing.Any]) -> list[Finding]:
                     "semi-angle: the calibration or the stated aperture is wrong")]
 
 
+def check_energy_windows(scalarizer: typing.Any, energy_eV: typing.Optional[np.ndarray]) -> None:
+    """Raise a one-line EmedgeError, before anything is measured, when one of the scalarizer's
+    energy windows (eV) holds no channel of ``energy_eV`` (E,); the message names the parameter."""
+    bands = dict(getattr(scalarizer, "_bands", dict)())
+    if getattr(scalarizer, "zlp_eV", None) is not None:
+        bands["zlp_eV"] = scalarizer.zlp_eV
+    if energy_eV is None or not bands:
+        return
+    e = np.asarray(energy_eV, np.float64)
+    lo, hi = float(np.nanmin(e)), float(np.nanmax(e))
+    for name, (a, b) in bands.items():
+        if not ((e >= a) & (e <= b)).any():
+            raise EmedgeError(f"{scalarizer.name!r} window {name}={a:g}-{b:g} eV holds no channel of the spectra "
+                              f"({lo:.1f}-{hi:.1f} eV); set {name} inside it in --scalarizer "
+                              f"(e.g. '{{\"name\": \"{scalarizer.name}\", \"{name}\": [{lo:.0f}, {hi:.0f}]}}')")
+
+
 def check(frames: Frames, state: dict[str, typing.Any]) -> list[Finding]:
     """Findings (possibly none) where ``state`` and the frames' calibration disagree with the frames."""
     if len(frames) == 0:

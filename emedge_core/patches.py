@@ -25,6 +25,78 @@ import numpy as np
 from emedge_core import EmedgeError
 
 MODES = ("restrict", "reflect")
+#: on a small survey the default window shrinks until at least this fraction of the pixels are candidates
+MIN_CANDIDATE_FRACTION = 0.5
+#: the smallest window the defaults choose (a 3 x 3 neighbourhood)
+MIN_WINDOW = 3
+
+
+def n_candidates(shape: tuple[int, int], window: int, mode: str = "restrict") -> int:
+    """How many survey pixels of an (H, W) survey are candidates for a ``window`` in ``mode``."""
+    h, w = shape
+    if mode == "reflect":
+        return h * w
+    return max(0, h - window + 1) * max(0, w - window + 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class PatchChoice:
+    """Window (px), patch mode and PCA components of a run, and ``note``: what was adapted and why
+    (empty when the requested values were kept)."""
+
+    window: int
+    mode: str
+    components: typing.Optional[int]
+    candidates: int
+    note: str = ""
+
+
+def fit_to_survey(shape: tuple[int, int], window: int, components: typing.Optional[int], mode: str = "restrict",
+                  fixed: tuple[bool, bool, bool] = (False, False, False)) -> PatchChoice:
+    """Adapt the defaults to a small (H, W) survey so that most of the scan is a candidate.
+
+    ``fixed`` says which of (window, components, mode) the user gave; those are kept (and checked).
+    Otherwise, in ``restrict`` mode the window shrinks (not below :data:`MIN_WINDOW`) until at least
+    :data:`MIN_CANDIDATE_FRACTION` of the pixels are candidates; when even that fails the mode becomes
+    ``reflect`` (every pixel a candidate) with the largest window the survey can mirror. Components are
+    capped at the window's W*W pixels and at the number of candidates. A 49 x 6 SI gets window 3
+    (restrict, 188 of 294 pixels) and 9 components.
+    """
+    h, w = (int(v) for v in shape)
+    if mode not in MODES:
+        raise EmedgeError(f"--patch-mode must be one of {', '.join(MODES)}, not {mode!r}")
+    win_fixed, comp_fixed, mode_fixed = fixed
+    chosen, why = [], []
+    if not win_fixed:
+        want = MIN_CANDIDATE_FRACTION * h * w
+        if mode == "restrict" and n_candidates((h, w), window, mode) < want:
+            fits = [k for k in range(min(window, h, w), MIN_WINDOW - 1, -1) if n_candidates((h, w), k, mode) >= want]
+            if fits:
+                window = fits[0]
+                chosen.append(f"--window {window}")
+            elif not mode_fixed:
+                mode, window = "reflect", max(1, min(window, h, w))
+                chosen.append(f"--window {window} --patch-mode reflect")
+        elif mode == "reflect" and window > min(h, w):
+            window = max(1, min(h, w))
+            chosen.append(f"--window {window}")
+    if mode == "restrict" and (window > h or window > w):
+        raise EmedgeError(f"--window {window} does not fit the {h}x{w} survey; use a window of at most {min(h, w)} "
+                          "or --patch-mode reflect")
+    if mode == "reflect" and window > min(h, w):
+        raise EmedgeError(f"--window {window} is larger than the {h}x{w} survey; reflect mode needs at most {min(h, w)}")
+    count = n_candidates((h, w), window, mode)
+    if components is not None:
+        cap = min(window * window, count)
+        if components > cap:
+            if comp_fixed:
+                raise EmedgeError(f"--components {components} is more than the {cap} a {window}x{window} window on "
+                                  f"the {h}x{w} survey gives; use at most {cap} (or a larger --window)")
+            components = cap
+            chosen.append(f"--components {components}")
+    if chosen:
+        why.append(f"small {h}x{w} survey: chose {' '.join(chosen)} ({mode}: {count} of {h * w} pixels are candidates)")
+    return PatchChoice(window, mode, components, count, "; ".join(why))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +168,7 @@ def make_patches(image: np.ndarray, window: int, mode: str = "restrict",
 def _pca(features: np.ndarray, k: int, sample: int = 4096) -> np.ndarray:
     """(N, k) principal-component scores of ``features`` (N, F), fitted on an even subsample."""
     if not 1 <= k <= features.shape[1]:
-        raise EmedgeError(f"components must be between 1 and {features.shape[1]}, not {k}")
+        raise EmedgeError(f"--components must be between 1 and {features.shape[1]} (the window's pixels), not {k}")
     centred = features - features.mean(axis=0)
     fit = centred[:: max(1, len(centred) // sample)]
     _, sv, vt = np.linalg.svd(fit, full_matrices=False)

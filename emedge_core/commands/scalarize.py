@@ -56,24 +56,8 @@ def _energy_axis(text: str, channels: int) -> np.ndarray:
     return start + step * np.arange(channels)
 
 
-def check_windows(scalarizer: typing.Any, energy_eV: typing.Optional[np.ndarray]) -> None:
-    """Raise a one-line EmedgeError, before anything is measured, when one of the scalarizer's
-    energy windows (eV) holds no channel of ``energy_eV`` (E,); the message names the parameter."""
-    bands = dict(getattr(scalarizer, "_bands", dict)())
-    if getattr(scalarizer, "zlp_eV", None) is not None:
-        bands["zlp_eV"] = scalarizer.zlp_eV
-    if energy_eV is None or not bands:
-        return
-    e = np.asarray(energy_eV, np.float64)
-    lo, hi = float(np.nanmin(e)), float(np.nanmax(e))
-    for name, (a, b) in bands.items():
-        if not ((e >= a) & (e <= b)).any():
-            raise EmedgeError(f"{scalarizer.name!r} window {name}={a:g}-{b:g} eV holds no channel of the spectra "
-                              f"({lo:.1f}-{hi:.1f} eV); set {name} inside it in --scalarizer "
-                              f"(e.g. '{{\"name\": \"{scalarizer.name}\", \"{name}\": [{lo:.0f}, {hi:.0f}]}}')")
-
-
 def run(args: argparse.Namespace) -> int:
+    from emedge_core.consistency import check_energy_windows
     from emedge_core.io import open_data
     from emedge_core.scalarize import Reason, from_spec, reduce
 
@@ -91,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
                 raise EmedgeError(f"{args.file} states no energy axis for its {src.sig_shape[-1]} channels; "
                                   "give one with --energy-eV START:STEP")
             calib["energy_eV"] = energy
-            check_windows(scalarizer, energy)
+            check_energy_windows(scalarizer, energy)
         mrad = args.mrad_per_px if args.mrad_per_px is not None else src.mrad_per_px
         if mrad is not None and scalarizer.signal_kind == "diffraction":
             calib["mrad_per_px"] = mrad
@@ -123,7 +107,9 @@ def run(args: argparse.Namespace) -> int:
               f"({result.gbps:.2f} GB/s, {result.backend}); {sum(bad.values())} bad positions; wrote {out}, {reasons}")
     if usable == 0:
         worst = max(bad, key=lambda k: bad[k])
+        hint = (f"; frames reaching {scalarizer.saturation:g} counts ({src.bits}-bit detector) count as saturated: "
+                f"set \"saturation\" above it in --scalarizer to keep them" if worst == "saturated" else "")
         print(f"emedge: warning: no position of {src.title!r} gave a value ({result.reason.size} frames, "
-              f"{bad[worst]} {worst}); the map is all NaN", file=sys.stderr)
+              f"{bad[worst]} {worst}); the map is all NaN{hint}", file=sys.stderr)
         return 1
     return 0

@@ -216,9 +216,13 @@ class Experiment:
 
     # -- control from other threads ---------------------------------------------------
     def stop(self) -> None:
-        """Finish after the step in progress."""
+        """Finish after the step in progress; an instrument that can ``cancel()`` ends its batch
+        between two frames, and the step keeps the frames it took."""
         self._stop.set()
         self._running.set()
+        cancel = getattr(self.instrument, "cancel", None)
+        if cancel is not None:
+            cancel()
 
     def pause(self) -> None:
         self._running.clear()
@@ -288,6 +292,8 @@ class Experiment:
                     probe = tracker.correct(positions, survey.shape)
                 t_m = time.perf_counter()
                 measured = self.instrument.measure(probe)
+                if len(measured) < len(positions):   # cancelled mid-batch: the step keeps what was measured
+                    positions, probe = positions[:len(measured)], probe[:len(measured)]
                 if cfg.dwell_s > 0:
                     time.sleep(cfg.dwell_s * len(probe))
                 measure_s.append(time.perf_counter() - t_m)

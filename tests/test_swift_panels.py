@@ -170,7 +170,7 @@ def test_stop_and_pause(swift: typing.Any) -> None:
 
 
 @pytest.mark.parametrize("content, expected", [
-    (None, "replay file not found"),
+    (None, "file not found"),
     (b"this is not HDF5", "cannot read"),
 ])
 def test_bad_replay_file_is_an_error_line(swift: typing.Any, tmp_path: typing.Any, content: typing.Optional[bytes],

@@ -66,6 +66,87 @@ def test_diffraction_frames(usim: UsimSession) -> None:
     assert frames.mrad_per_px is not None and frames.mrad_per_px > 0
 
 
+def _probe(inst: SwiftInstrument) -> typing.Any:
+    p = inst.stem.probe_position
+    return None if p is None else (round(p.y, 6), round(p.x, 6))
+
+
+def test_batches_restore_the_camera_and_a_run_restores_the_probe(usim: UsimSession,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The camera settings come back after every batch (ended or failed), the probe position on restore()."""
+    from nion.utils import Geometry
+
+    inst = usim.instrument("spectrum", survey_px=16, exposure_ms=3, binning=2)
+    usim.stem.probe_position = Geometry.FloatPoint(y=0.25, x=0.75)
+    before_probe, before_camera = _probe(inst), inst.camera.get_current_frame_parameters().as_dict()
+    inst.survey()
+    inst.measure(np.array([[2, 3], [9, 9]]))
+    assert inst.camera.get_current_frame_parameters().as_dict() == before_camera and not inst.camera.is_playing
+    assert _probe(inst) == (round(9.5 / 16, 6), round(9.5 / 16, 6))          # parked where it measured last
+    inst.measure(np.array([[4, 4]]))
+    inst.restore()
+    assert _probe(inst) == before_probe                                       # where it was before the run
+    calls = {"n": 0}
+    take = inst.camera.get_next_xdatas_to_start
+
+    def flaky(*a: typing.Any, **k: typing.Any) -> typing.Any:
+        calls["n"] += 1
+        return [None] if calls["n"] == 2 else take(*a, **k)
+
+    monkeypatch.setattr(inst.camera, "get_next_xdatas_to_start", flaky)
+    with pytest.raises(EmedgeError, match="no frame"):
+        inst.measure(np.array([[1, 1], [2, 2], [3, 3]]))
+    assert inst.camera.get_current_frame_parameters().as_dict() == before_camera and not inst.camera.is_playing
+    inst.close()                                                              # restores; owns no session here
+    assert _probe(inst) == before_probe
+
+
+def test_a_batch_is_cancelled_between_frames(usim: UsimSession, monkeypatch: pytest.MonkeyPatch) -> None:
+    inst = usim.instrument("spectrum", survey_px=16, exposure_ms=3)
+    inst.survey()
+    take = inst.camera.get_next_xdatas_to_start
+    seen = {"n": 0}
+
+    def cancel_after_two(*a: typing.Any, **k: typing.Any) -> typing.Any:
+        seen["n"] += 1
+        if seen["n"] == 2:
+            inst.cancel()                    # as Experiment.stop() does from the UI thread
+        return take(*a, **k)
+
+    monkeypatch.setattr(inst.camera, "get_next_xdatas_to_start", cancel_after_two)
+    frames = inst.measure(np.array([[1, 1], [2, 2], [3, 3], [4, 4], [5, 5]]))
+    assert len(frames) == 2 and seen["n"] == 2 and not inst.camera.is_playing
+    assert len(inst.measure(np.array([[6, 6]]))) == 0       # still cancelled: an empty batch of the same kind
+    inst.survey()                                            # a new run clears it
+    assert len(inst.measure(np.array([[6, 6], [7, 7]]))) == 2
+    inst.restore()
+
+
+def test_stopping_a_run_cancels_its_batch_between_frames(usim: UsimSession, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Experiment.stop() during a batch: the batch ends after the frame in progress, the step keeps
+    its frames, and restore() puts the probe back."""
+    from emedge_core.experiment import Experiment, ExperimentConfig
+
+    inst = usim.instrument("spectrum", survey_px=16, exposure_ms=3)
+    before = _probe(inst)
+    run = Experiment(inst, "eels_band_integral",
+                     ExperimentConfig(budget=12, seeds=4, batch=4, window=8, acquisition="random"))
+    take = inst.camera.get_next_xdatas_to_start
+    seen = {"n": 0}
+
+    def stop_in_the_second_batch(*a: typing.Any, **k: typing.Any) -> typing.Any:
+        seen["n"] += 1
+        if seen["n"] == 6:
+            run.stop()
+        return take(*a, **k)
+
+    monkeypatch.setattr(inst.camera, "get_next_xdatas_to_start", stop_in_the_second_batch)
+    result = run.run()
+    assert result.stopped_by == "stopped" and len(result.values) == 6 == len(result.frames) == seen["n"]
+    inst.restore()
+    assert _probe(inst) == before
+
+
 def test_bad_signal_kind(usim: UsimSession) -> None:
     with pytest.raises(EmedgeError, match="signal must be"):
         SwiftInstrument(usim.stem, "hologram")

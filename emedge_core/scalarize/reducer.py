@@ -171,6 +171,8 @@ class Reducer:
         n, k = host.shape[0], self.components
         if tuple(host.shape[1:]) != signal.shape or host.dtype.kind not in "uif":
             return np.full((n, k), np.nan), np.full(n, Reason.SHAPE, np.uint8)
+        if n == 0:                          # e.g. a batch cancelled before its first frame
+            return np.zeros((0, k)), np.zeros(0, np.uint8)
         level = self.saturation(host.dtype)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):   # bad frames give NaN: flagged below
             chunk = be.load(host if dev is None else dev, self._weights, level is not None, s.needs_frames)

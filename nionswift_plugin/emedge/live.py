@@ -114,6 +114,18 @@ class _KeepSurvey:
     def available(self) -> typing.Optional[np.ndarray]:
         return self.inner.available()
 
+    def cancel(self) -> None:
+        """End the batch in progress between two frames, when the instrument can."""
+        cancel = getattr(self.inner, "cancel", None)
+        if cancel is not None:
+            cancel()
+
+    def restore(self) -> None:
+        """Put the microscope back as the run found it, when the instrument knows how."""
+        restore = getattr(self.inner, "restore", None)
+        if restore is not None:
+            restore()
+
 
 class LiveExperiment:
     """An experiment on a worker thread with live data items in Swift ``window`` (a Facade DocumentWindow).
@@ -157,7 +169,7 @@ class LiveExperiment:
         self.experiment.resume()
 
     def stop(self) -> None:
-        """Stop after the step in progress; the result is still written."""
+        """Stop after the frame in progress (the batch is cancelled); the result is still written."""
         self.experiment.stop()
 
     @property
@@ -215,6 +227,11 @@ class LiveExperiment:
         except Exception as e:   # a device or file error: one line in the panel, the traceback in the log
             LOG.exception("emedge experiment failed")
             self._fail(f"{type(e).__name__}: {e}")
+        finally:                 # ended, failed or stopped: the probe goes back where it was
+            try:
+                self._instrument.restore()
+            except Exception:
+                LOG.exception("emedge could not restore the microscope's state")
 
     def _last_or_empty(self) -> Snapshot:
         with self._lock:

@@ -7,14 +7,24 @@
 - ``state()``: high tension, defocus and aberrations, beam current, probe and stage position,
   scan and camera settings, for provenance.
 
+It leaves the microscope as it found it (as nionswift-instrumentation's device-state restore
+does): the camera's frame parameters come back and the camera stops after every batch, whether
+it ended, failed or was cancelled; the probe position it had before the first measurement comes
+back on :meth:`SwiftInstrument.restore` (called by :meth:`~SwiftInstrument.close`, by
+``emedge run`` and by the Swift panel when a run ends, fails or is stopped) - every change undone
+in reverse order. :meth:`SwiftInstrument.cancel` ends a batch between two frames; ``measure``
+then returns the frames taken so far.
+
 The same class drives a real microscope inside Swift (:func:`from_registry`) and the
 nionswift-usim simulator without a GUI (:class:`UsimSession`, and the ``usim`` entry of the
 ``emedge.instruments`` group that ``emedge run --instrument usim`` loads).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+import threading
 import typing
 
 import numpy as np
@@ -47,17 +57,45 @@ class SwiftInstrument:
         self.scan = stem.scan_controller
         self.camera = stem.eels_camera if signal_kind == "spectrum" else stem.ronchigram_camera
         if self.scan is None or self.camera is None:
-            what = "scan device" if self.scan is None else ("EELS" if signal_kind == "spectrum" else "Ronchigram") + " camera"
+            camera = ("EELS" if signal_kind == "spectrum" else "Ronchigram") + " camera"
+            what = "scan device" if self.scan is None else camera
             raise EmedgeError(f"the STEM controller has no {what}")
         self.survey_px, self.fov_nm = int(survey_px), float(fov_nm)
         self.exposure_ms, self.binning = float(exposure_ms), binning
         self._survey: typing.Optional[Survey] = None
         self._owner = owner
+        self._undo = contextlib.ExitStack()      # how to put back what a run changed, newest first
+        self._probe_saved = False
+        self._cancel = threading.Event()
+        self._last_frame: typing.Any = None
+
+    def cancel(self) -> None:
+        """End the batch in progress after the frame being taken (any thread); a new :meth:`survey` clears it."""
+        self._cancel.set()
+
+    def restore(self) -> None:
+        """Put back what the run changed on the microscope (the probe position), newest change first."""
+        undo, self._undo, self._probe_saved = self._undo, contextlib.ExitStack(), False
+        undo.close()
 
     def close(self) -> None:
-        """Close the simulator session this instrument owns, if any (``emedge run --instrument usim``)."""
-        if self._owner is not None:
-            self._owner.close()
+        """:meth:`restore`, then close the simulator session this instrument owns, if any
+        (``emedge run --instrument usim``)."""
+        try:
+            self.restore()
+        finally:
+            if self._owner is not None:
+                self._owner.close()
+
+    def _set_probe(self, position: typing.Any) -> None:
+        self.stem.probe_position = position
+
+    def _move_probe(self, position: typing.Any) -> None:
+        """Park the probe at ``position``; the position it had before the run's first move is restored later."""
+        if not self._probe_saved:
+            self._undo.callback(self._set_probe, self.stem.probe_position)
+            self._probe_saved = True
+        self.stem.probe_position = position
 
     def survey(self) -> Survey:
         """Record one HAADF frame (the first scan channel) at ``survey_px`` x ``survey_px``."""
@@ -66,6 +104,7 @@ class SwiftInstrument:
         fp = self.scan.get_current_frame_parameters()
         fp.size = Geometry.IntSize(self.survey_px, self.survey_px)
         fp.fov_nm = self.fov_nm
+        self._cancel.clear()
         xdatas = self.scan.record_immediate(fp)
         if not xdatas:
             raise EmedgeError("the scan device returned no survey image")
@@ -85,35 +124,38 @@ class SwiftInstrument:
             raise EmedgeError("measure() before survey(): the probe positions are fractions of the survey scan")
         h, w = self._survey.shape
         pos = check_positions(positions, (h, w))
-        saved = self.camera.get_current_frame_parameters()
-        fp = self.camera.get_frame_parameters_from_dict(saved.as_dict())
-        fp.exposure_ms = self.exposure_ms
-        if self.binning is not None:
-            fp.binning = int(self.binning)
-        self.camera.set_current_frame_parameters(fp)
         frames: list[np.ndarray] = []
-        xd = None
-        try:
+        xd: typing.Any = None
+        with contextlib.ExitStack() as batch:         # undone in reverse: stop the camera, then its settings
+            saved = self.camera.get_current_frame_parameters()
+            fp = self.camera.get_frame_parameters_from_dict(saved.as_dict())
+            fp.exposure_ms = self.exposure_ms
+            if self.binning is not None:
+                fp.binning = int(self.binning)
+            self.camera.set_current_frame_parameters(fp)
+            batch.callback(self.camera.set_current_frame_parameters, saved)
             self.camera.start_playing(sync_timeout=SYNC_TIMEOUT_S)
+            batch.callback(self.camera.stop_playing, sync_timeout=SYNC_TIMEOUT_S)
             for r, c in pos.tolist():
-                self.stem.probe_position = Geometry.FloatPoint(y=(r + 0.5) / h, x=(c + 0.5) / w)
+                if self._cancel.is_set():      # cancelled: keep the frames taken so far
+                    break
+                self._move_probe(Geometry.FloatPoint(y=(r + 0.5) / h, x=(c + 0.5) / w))
                 xd = self.camera.get_next_xdatas_to_start(timeout=SYNC_TIMEOUT_S)[0]
                 if xd is None:
                     raise EmedgeError(f"the camera returned no frame at {(r, c)}")
                 data = np.asarray(xd.data, np.float32)
                 frames.append(data.sum(axis=0) if self.signal_kind == "spectrum" and data.ndim == 2 else data)
-        finally:
-            self.camera.stop_playing(sync_timeout=SYNC_TIMEOUT_S)
-            self.camera.set_current_frame_parameters(saved)
-        sig = (xd.data.shape[-1],) if self.signal_kind == "spectrum" or xd is None else xd.data.shape
+        xd = xd if xd is not None else self._last_frame
+        if xd is None:
+            raise EmedgeError("measure() took no frame: no position given, or the batch was cancelled first")
+        self._last_frame = xd               # its shape and calibration describe an empty (cancelled) batch
+        sig = (xd.data.shape[-1],) if self.signal_kind == "spectrum" else tuple(xd.data.shape)
         data = np.stack(frames) if frames else np.zeros((0, *sig), np.float32)
         if self.signal_kind == "spectrum":
-            if xd is None:
-                raise EmedgeError("measure() needs at least one position")
             cal = xd.dimensional_calibrations[-1]
             return Frames(data, "spectrum", energy_eV=cal.offset + cal.scale * np.arange(data.shape[1]))
         mrad = None
-        if xd is not None and xd.dimensional_calibrations[-1].units == "rad":
+        if xd.dimensional_calibrations[-1].units == "rad":
             mrad = float(xd.dimensional_calibrations[-1].scale) * 1e3
         return Frames(data, "diffraction", mrad_per_px=mrad)
 

@@ -13,7 +13,7 @@ It may also have ``close()`` (files, simulator sessions), called when a run ends
 
 Every instrument opens through :func:`open_instrument`, by name, from the ``emedge.instruments``
 entry-point group: ``twin`` (:mod:`emedge_core.twin`) and ``replay`` (:mod:`emedge_core.replay`)
-are registered there by this package, ``usim`` by the Swift adapter
+are registered there by this package (:mod:`emedge_core.builtin_instruments`), ``usim`` by the Swift adapter
 (``nionswift_plugin.emedge.swift_instrument``), and other packages add theirs the same way. A
 factory takes one :class:`InstrumentOptions` and returns the instrument.
 """
@@ -164,22 +164,3 @@ def open_instrument(name: str, options: typing.Optional[InstrumentOptions] = Non
                           "(reinstall nionswift-emedge if twin/replay are missing)")
     return typing.cast(Instrument, factories[name].load()(options or InstrumentOptions()))
 
-
-def open_twin(options: InstrumentOptions) -> Instrument:
-    """The ``twin`` entry point: the seeded digital twin (:class:`emedge_core.twin.DigitalTwin`)."""
-    from emedge_core.twin import DigitalTwin
-
-    try:
-        return DigitalTwin(size=options.size, dose=options.dose, seed=options.seed, signal=options.signal_kind,
-                           drift_px_per_frame=options.drift_px_per_frame)
-    except ValueError as e:
-        raise EmedgeError(str(e)) from None
-
-
-def open_replay(options: InstrumentOptions) -> Instrument:
-    """The ``replay`` entry point: frames from a file (:class:`emedge_core.replay.Replay`)."""
-    from emedge_core.replay import Replay
-
-    if not options.data:
-        raise EmedgeError("--instrument replay needs --data FILE")
-    return typing.cast(Instrument, Replay(options.data, dataset=options.dataset, survey=options.survey))

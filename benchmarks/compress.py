@@ -1,6 +1,7 @@
 """Compression benchmark: emedge codecs beside the peers, same data, same run.
 
     python benchmarks/compress.py [--quick] [--scale K] [--repeat N] [--sets a,b] [--methods lz4,auto] [--warm] [--fixed] [--table]
+    python benchmarks/compress.py --counting [--repeat N] [--table]     # issue 12.5: held-out counting sets
 
 One JSON line per data set x method x threads on stdout: ratio, compress / decompress MB/s
 (MB = 1e6 raw bytes; median of --repeat runs), compress_cpu_MBps (MB per second of process CPU
@@ -15,6 +16,10 @@ provenance, everything): ``auto``, its candidates and the fast ``blosc2:cname=lz
 threads, sparse events, and lossy SZ3 / ZFP / sqrt quantisation with their bounds. Repeats are
 interleaved across methods (a load change on a shared machine hits all alike). The first line
 describes the machine; the last lines check issue 5's lossless goal per data set (``"goal"``).
+``--counting`` runs the held-out electron-counting sets (64 x 64 x 128 x 128 uint16 at 0.02, 0.05,
+0.1 and 0.5 e-/px, :func:`compress_data.counting_sets`) with the counting peer: Blosc2 zstd5 +
+bitshuffle through hdf5plugin in ~4 MiB whole-frame chunks (128 frames), beside bitshuffle-LZ4
+and ``auto``; its goal rows compare ``auto`` with that peer.
 ``--table`` adds a Markdown summary on stderr; ``--methods lz4,auto`` runs a subset; ``--warm``
 times each run right after an untimed run of the same method; ``--fixed`` fits auto's fixed cost.
 """
@@ -36,7 +41,7 @@ import zlib_ng
 from emedge_core import emd
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compress_data import data_sets  # noqa: E402  (the data sets, shared with compress_gpu.py)
+from compress_data import counting_sets, data_sets  # noqa: E402  (the data sets, shared with compress_gpu.py)
 
 TMP = "/dev/shm" if os.path.isdir("/dev/shm") else "/tmp"
 
@@ -50,6 +55,8 @@ class Result(typing.NamedTuple):
     read_seconds: float
     back: np.ndarray
     cpu_seconds: float = float("nan")      # process CPU time of the compression, all threads
+    chunks: tuple[int, ...] = ()           # the HDF5 chunk shape written (empty: the default grid)
+    codec: str = ""                        # the codec emedge chose (auto) or was given
 
 
 def _chunks(a: np.ndarray, sig: int) -> tuple[int, ...]:
@@ -58,11 +65,21 @@ def _chunks(a: np.ndarray, sig: int) -> tuple[int, ...]:
     return ((1,) * (len(nav) - 2) + (r, c) if len(nav) >= 2 else (c,)) + frame
 
 
-def run_h5_filter(a: np.ndarray, sig: int, kwargs: dict[str, typing.Any]) -> Result:
+def whole_frame_chunks(a: np.ndarray, sig: int, target: int = 4 << 20) -> tuple[int, ...]:
+    """About ``target`` bytes of whole frames in scan order (e.g. (2, 64, 128, 128) for 64 x 64 x
+    128 x 128 uint16 at 4 MiB): the counting peer's chunks."""
+    nav, frame = a.shape[:a.ndim - sig], a.shape[a.ndim - sig:]
+    r, c = emd.chunk_grid(nav, frame, a.itemsize, chunk_bytes=target)
+    return ((1,) * (len(nav) - 2) + (r, c) if len(nav) >= 2 else (c,)) + frame
+
+
+def run_h5_filter(a: np.ndarray, sig: int, kwargs: dict[str, typing.Any],
+                  chunks: typing.Optional[tuple[int, ...]] = None) -> Result:
     path = os.path.join(TMP, f"bench-{os.getpid()}.h5")
     t0, c0 = time.perf_counter(), time.process_time()
     with h5py.File(path, "w") as f:
-        d = f.create_dataset("data", data=a, chunks=_chunks(a, sig), **kwargs)
+        d = f.create_dataset("data", data=a, chunks=chunks or _chunks(a, sig), **kwargs)
+        written = tuple(d.chunks)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     t0 = time.perf_counter()
     with h5py.File(path, "r") as f:
@@ -70,7 +87,7 @@ def run_h5_filter(a: np.ndarray, sig: int, kwargs: dict[str, typing.Any]) -> Res
         back, stored = d[()], d.id.get_storage_size()
     read = time.perf_counter() - t0
     os.remove(path)
-    return Result(stored, seconds, read, back, cpu)
+    return Result(stored, seconds, read, back, cpu, written)
 
 
 def run_emedge(a: np.ndarray, sig: int, spec: str) -> Result:
@@ -81,8 +98,10 @@ def run_emedge(a: np.ndarray, sig: int, spec: str) -> Result:
     t0 = time.perf_counter()
     back = emd.read(path, "data")
     read = time.perf_counter() - t0
+    with h5py.File(path, "r") as f:
+        chunks = tuple(f[stats["data"]["dataset"]].chunks or ())
     os.remove(path)
-    return Result(stats["data"]["stored_bytes"], seconds, read, back, cpu)
+    return Result(stats["data"]["stored_bytes"], seconds, read, back, cpu, chunks, stats["data"]["codec"])
 
 
 def run_in_memory(a: np.ndarray, sig: int, encode: typing.Callable[[np.ndarray], bytes],
@@ -150,6 +169,23 @@ def methods(a: np.ndarray) -> list[tuple[str, bool, int, typing.Callable[[np.nda
     return out
 
 
+COUNTING_PEER = "blosc2 zstd5+bitshuffle (hdf5plugin, 4 MiB whole frames)"
+
+
+def counting_methods(a: np.ndarray) -> list[tuple[str, bool, int, typing.Callable[[np.ndarray, int], Result]]]:
+    """The counting comparison of issue 12.5: the 4 MiB Blosc2 peer, bitshuffle-LZ4 (hdf5plugin, the
+    speed bar), ``auto`` on 1 and 2 threads and its Zstd-1 / Zstd-5 candidates through the same writer."""
+    blosc2_z5 = dict(hdf5plugin.Blosc2("zstd", 5, hdf5plugin.Blosc2.BITSHUFFLE))
+    out: list[tuple[str, bool, int, typing.Callable[[np.ndarray, int], Result]]] = [
+        (COUNTING_PEER, True, 1, lambda x, s: run_h5_filter(x, s, blosc2_z5, whole_frame_chunks(x, s))),
+        ("bitshuffle-lz4 (hdf5plugin)", True, 1, lambda x, s: run_h5_filter(x, s, dict(hdf5plugin.Bitshuffle(cname="lz4")))),
+    ]
+    for spec in ("auto", "blosc2", "blosc2:clevel=5"):
+        for t in (1, 2):
+            out.append((f"emedge {spec}", False, t, lambda x, s, spec=spec, t=t: run_emedge(x, s, _threads(spec, t))))
+    return out
+
+
 def _threads(spec: str, threads: int) -> str:
     return spec + ("," if ":" in spec else ":") + f"threads={threads}"
 
@@ -188,7 +224,7 @@ def measure(name: str, a: np.ndarray, sig: int, todo: list[tuple[str, bool, int,
                      "decompress_MBps": round(mb / statistics.median(x.read_seconds for x in runs[i]), 1),
                      "compress_cpu_MBps": round(mb / statistics.median(x.cpu_seconds for x in runs[i]), 1),
                      "lossless": err == 0.0, "max_abs_error": err, "error_bound": bound,
-                     "chunks": list(_chunks(a, sig)), "runs": len(runs[i]), "warm": warm,
+                     "chunks": list(r.chunks or _chunks(a, sig)), "codec": r.codec or None, "runs": len(runs[i]), "warm": warm,
                      "load1": round(max(loads[i]), 2)})
     return rows
 
@@ -221,7 +257,7 @@ def goals(rows: list[dict[str, typing.Any]]) -> list[dict[str, typing.Any]]:
     for name in dict.fromkeys(r["dataset"] for r in rows):
         cell = {(r["method"], r["threads"]): r for r in rows if r["dataset"] == name}
         lz4 = cell.get(("bitshuffle-lz4 (hdf5plugin)", 1))
-        peer = cell.get(("blosc2 zstd5+bitshuffle (hdf5plugin)", 1))
+        peer = cell.get(("blosc2 zstd5+bitshuffle (hdf5plugin)", 1)) or cell.get((COUNTING_PEER, 1))
         mem = cell.get(("blosc2 zstd5+bitshuffle (compress2)", 1))
         for t in (1, 2):
             ours = cell.get(("emedge auto", t))
@@ -229,11 +265,13 @@ def goals(rows: list[dict[str, typing.Any]]) -> list[dict[str, typing.Any]]:
             if ours is None or lz4 is None or peer is None:
                 continue
             out.append({"goal": "lossless", "dataset": name, "threads": t, "auto_ratio": ours["ratio"],
+                        "auto_codec": ours.get("codec"), "peer": peer["method"],
                         "blosc2_zstd_bitshuffle_ratio": peer["ratio"], "ratio_ok": ours["ratio"] >= peer["ratio"],
                         "blosc2_compress2_in_memory_ratio": mem["ratio"] if mem else None,
                         "auto_MBps": ours["compress_MBps"], "bitshuffle_lz4_MBps_1thread": lz4["compress_MBps"],
                         "speed_ok": ours["compress_MBps"] >= lz4["compress_MBps"],
                         "speed_vs_lz4": round(ours["compress_MBps"] / lz4["compress_MBps"], 2),
+                        "cpu_speed_vs_lz4": round(ours["compress_cpu_MBps"] / lz4["compress_cpu_MBps"], 2),
                         "emedge_lz4_bitshuffle_MBps_same_threads": same["compress_MBps"] if same else None,
                         "load1": max(ours["load1"], lz4["load1"])})
     return out
@@ -267,6 +305,9 @@ def main(argv: typing.Optional[typing.Sequence[str]] = None) -> int:
     p.add_argument("--methods", default=None,
                    help="comma-separated substrings: only methods whose name contains one (e.g. 'lz4,auto')")
     p.add_argument("--table", action="store_true", help="also print a Markdown table on stderr")
+    p.add_argument("--counting", action="store_true",
+                   help="the held-out counting sets (64x64x128x128 uint16, 0.02-0.5 e-/px) against Blosc2 zstd5 + "
+                        "bitshuffle in 4 MiB whole-frame chunks (issue 12.5)")
     p.add_argument("--warm", action="store_true",
                    help="precede each timed run by an untimed run of the same method (steady state)")
     p.add_argument("--fixed", action="store_true",
@@ -282,10 +323,11 @@ def main(argv: typing.Optional[typing.Sequence[str]] = None) -> int:
                                   "blosc2": blosc2.__version__, "hdf5": h5py.version.hdf5_version,
                                   "crc32": f"zlib-ng {zlib_ng.__version__}"}}), flush=True)
     rows = []
-    for name, (a, sig) in data_sets(args.quick, args.scale).items():
+    sets = counting_sets(16 if args.quick else 64) if args.counting else data_sets(args.quick, args.scale)
+    for name, (a, sig) in sets.items():
         if args.sets and name not in args.sets.split(","):
             continue
-        todo = [m for m in methods(a) if not args.methods or any(w in m[0] for w in args.methods.split(","))]
+        todo = [m for m in (counting_methods(a) if args.counting else methods(a)) if not args.methods or any(w in m[0] for w in args.methods.split(","))]
         deadline = time.monotonic() + args.wait_idle
         while os.getloadavg()[0] >= 0.5 and time.monotonic() < deadline:
             time.sleep(5)

@@ -86,7 +86,8 @@ def test_plugin_found_panel_menu_and_console(swift: typing.Any) -> None:
     assert view.source.items == ["microscope", "twin", "replay"]
     assert "eels_peak_energy" in view.scalarizer.items
     actions = dc.get_or_create_menu("emedge_menu", "eMEDGE", "window_menu").get_menu_actions()
-    assert [a.title for a in actions] == ["Show Autonomous Experiment", "Show Compress & Export", "Show HPC Jobs"]
+    assert [a.title for a in actions] == ["Show Autonomous Experiment", "Show Compress & Export", "Show HPC Jobs",
+                                          "Show Remote Control"]
     actions[0].callback()
     assert dc.find_dock_panel(PANEL).widget.visible
 

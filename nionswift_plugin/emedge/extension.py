@@ -12,6 +12,7 @@ from nionswift_plugin.emedge.console import ConsoleStartup
 from nionswift_plugin.emedge.panels.experiment import ExperimentPanel
 from nionswift_plugin.emedge.panels.export import ExportPanel
 from nionswift_plugin.emedge.panels.hpc import HPCPanel
+from nionswift_plugin.emedge.panels.remote import RemotePanel
 
 MENU_ID = "emedge_menu"
 
@@ -41,7 +42,7 @@ class EmedgeExtension:
 
         self.api = api_broker.get_api(version="~1.0", ui_version="~1.0")
         self.version = __version__
-        self.panels = [ExperimentPanel(), ExportPanel(), HPCPanel()]
+        self.panels = [ExperimentPanel(), ExportPanel(), HPCPanel(), RemotePanel()]
         self._panel_refs = [self.api.create_panel(p) for p in self.panels]
         self._menu_refs = [self.api.create_menu_item(_ShowPanel(p)) for p in self.panels]
         self._console = ConsoleStartup()

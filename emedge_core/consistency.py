@@ -20,6 +20,8 @@ from emedge_core.instrument import Frames
 ZLP_TOLERANCE_EV = 0.5
 #: a ZLP stands at least this many times the spectrum's median above it ...
 ZLP_MIN_CONTRAST = 5.0
+#: ... and this many times the channel-to-channel noise (sigma) above it ...
+ZLP_MIN_SNR = 10.0
 #: ... and is at most this wide at half maximum (eV; or five channels, whichever is more)
 ZLP_MAX_WIDTH_EV = 10.0
 #: relative disagreement between the bright-field disk and the stated convergence semi-angle that is reported
@@ -43,8 +45,8 @@ class Finding:
 
 def zlp_peak(total: np.ndarray, energy_eV: np.ndarray) -> typing.Optional[int]:
     """Channel of the zero-loss peak of a summed spectrum (E,), or None when there is no clear peak:
-    the maximum must stand at least :data:`ZLP_MIN_CONTRAST` times the median above the median, away
-    from both ends, and be narrow (its contiguous half-maximum width at most :data:`ZLP_MAX_WIDTH_EV`
+    the maximum must stand at least :data:`ZLP_MIN_CONTRAST` times the median above the median and
+    :data:`ZLP_MIN_SNR` times the channel noise (a noise spike is no ZLP), away from both ends, and be narrow (its contiguous half-maximum width at most :data:`ZLP_MAX_WIDTH_EV`
     or five channels). A low-loss window without a ZLP, or a flat or edge-dominated spectrum, has none."""
     n = len(total)
     if n < 5 or not np.isfinite(total).all():
@@ -52,7 +54,9 @@ def zlp_peak(total: np.ndarray, energy_eV: np.ndarray) -> typing.Optional[int]:
     i = int(np.argmax(total))
     base = float(np.median(total))
     height = float(total[i]) - base
-    if not (2 <= i <= n - 3 and height > 0 and height >= ZLP_MIN_CONTRAST * abs(base)):
+    noise = 1.4826 * float(np.median(np.abs(np.diff(total)))) / np.sqrt(2.0)     # robust channel-to-channel sigma
+    if not (2 <= i <= n - 3 and height > 0 and height >= ZLP_MIN_CONTRAST * abs(base)
+            and height >= ZLP_MIN_SNR * noise):
         return None
     above = total > base + height / 2
     lo, hi = i, i

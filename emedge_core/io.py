@@ -618,7 +618,9 @@ def _read_ndata(path: str) -> tuple[np.ndarray, dict[str, typing.Any]]:
                         + int.from_bytes(head[28:30], "little")
                     fp.seek(start)
                     version = np.lib.format.read_magic(fp)
-                    shape, fortran, dtype = np.lib.format._read_array_header(fp, version)  # type: ignore[attr-defined]
+                    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                        np.lib.format.read_array_header_2_0
+                    shape, fortran, dtype = read_header(fp)
                     offset = fp.tell()
                 data = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape,
                                  order="F" if fortran else "C")

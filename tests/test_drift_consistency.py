@@ -113,3 +113,16 @@ def test_cli_drift_flags(tmp_path):
                          (["--drift-every", "0"], "--drift-every must be")):
         p = subprocess.run(run + bad, capture_output=True, text=True, timeout=300)
         assert p.returncode == 2 and message in p.stderr
+
+
+def test_no_zlp_finding_without_a_clear_zero_loss_peak():
+    """A low-loss window spanning 0 eV that holds no ZLP (a plasmon on a flat background, plus noise)
+    gives no finding; the same spectra with a ZLP 2 eV off do."""
+    rng = np.random.default_rng(4)
+    e = np.linspace(-20, 80, 400)
+    plasmon = 300 + 200 * np.exp(-0.5 * ((e - 22) / 6) ** 2)
+    spectra = rng.poisson(np.broadcast_to(plasmon, (5, 400))).astype(np.float64)
+    assert check(Frames(spectra, "spectrum", energy_eV=e), {}) == []
+    with_zlp = spectra + rng.poisson(5e4 * np.exp(-0.5 * ((e - 2.0) / 0.5) ** 2), spectra.shape)
+    [finding] = check(Frames(with_zlp, "spectrum", energy_eV=e), {})
+    assert finding.measured == pytest.approx(2.0, abs=0.3)

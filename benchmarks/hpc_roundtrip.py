@@ -13,6 +13,7 @@ Needs the local Slurm: ``eval "$(bash scripts/start-slurm.sh)"``. Prints one JSO
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -77,11 +78,11 @@ def main() -> int:
     for i in range(args.n + 1):
         work = os.path.join(tmp, f"raw{i}")
         os.makedirs(work)
-        runs = {"raw": lambda: raw_round_trip(env["SLURM_REST_URL"] or "", env["SLURM_REST_USER"] or "",
-                                              env["SLURM_REST_TOKEN"] or "", version, work,
-                                              os.path.join(tmp, f"rawback{i}"), args.poll, http),
-                "client": lambda: client_round_trip(client, os.path.join(tmp, f"back{i}")),
-                "client_backoff": lambda: client_round_trip(backoff, os.path.join(tmp, f"boback{i}"))}
+        runs = {"raw": functools.partial(raw_round_trip, env["SLURM_REST_URL"] or "", env["SLURM_REST_USER"] or "",
+                                         env["SLURM_REST_TOKEN"] or "", version, work,
+                                         os.path.join(tmp, f"rawback{i}"), args.poll, http),
+                "client": functools.partial(client_round_trip, client, os.path.join(tmp, f"back{i}")),
+                "client_backoff": functools.partial(client_round_trip, backoff, os.path.join(tmp, f"boback{i}"))}
         os.makedirs(os.path.join(tmp, f"rawback{i}"))
         for kind in (("raw", "client", "client_backoff") if i % 2 == 0 else ("client", "raw", "client_backoff")):
             t = runs[kind]()
@@ -92,7 +93,8 @@ def main() -> int:
                       "poll_s": args.poll, "raw_s_median": round(med["raw"], 3),
                       "client_s_median": round(med["client"], 3), "ratio": round(med["client"] / med["raw"], 3),
                       "goal_ratio": 1.2, "client_default_backoff_s_median": round(med["client_backoff"], 3),
-                      "raw_s": [round(t, 3) for t in times["raw"]], "client_s": [round(t, 3) for t in times["client"]]}))
+                      "raw_s": [round(t, 3) for t in times["raw"]],
+                      "client_s": [round(t, 3) for t in times["client"]]}))
     return 0
 
 

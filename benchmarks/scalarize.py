@@ -284,7 +284,8 @@ def bench_eels(args: argparse.Namespace) -> None:
     gb = si.nbytes / 1e9
     t_sum = timed(si.sum, args.repeat)
     t_read = read_limit_seconds(si, args.repeat)
-    names = () if args.gpu_only else ("eels_peak_energy", "eels_band_ratio", "eels_band_integral", "eels_edge_intensity")
+    names = () if args.gpu_only else ("eels_peak_energy", "eels_band_ratio", "eels_band_integral",
+                                      "eels_edge_intensity")
     for name in names:
         line: dict[str, typing.Any] = {"case": name, "dtype": "float32", "shape": list(si.shape), "GB": round(gb, 3)}
         for be in ("numpy", "torch:cpu"):

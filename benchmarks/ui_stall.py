@@ -104,9 +104,11 @@ def main() -> int:
     s = np.asarray(stalls) * 1e3
     print(json.dumps({
         "max_stall_ms": round(float(s.max()), 1), "p99_stall_ms": round(float(np.percentile(s, 99)), 1),
-        "max_ui_task_ms": round(max(tasks) * 1e3, 1), "max_emedge_task_ms": round(max(ours) * 1e3, 1), "ui_updates": updates, "steps": steps,
+        "max_ui_task_ms": round(max(tasks) * 1e3, 1), "max_emedge_task_ms": round(max(ours) * 1e3, 1),
+        "ui_updates": updates, "steps": steps,
         "seconds": round(seconds, 1), "median_step_s": round(float(np.median(live.result.step_seconds)), 3),
-        "baseline_max_stall_ms": round(max(baseline) * 1e3, 1), "instrument": args.instrument, "survey_px": args.survey, "tick_ms": args.tick_ms, "goal_ms": 50,
+        "baseline_max_stall_ms": round(max(baseline) * 1e3, 1), "instrument": args.instrument,
+        "survey_px": args.survey, "tick_ms": args.tick_ms, "goal_ms": 50,
         "ok": bool(s.max() <= 50)}))
     return 0
 

@@ -143,7 +143,7 @@ class DigitalTwin:
         charges = rng.choice([-1.0, 1.0], size=len(choice))
         centres = pos[choice].copy()
         # radial strain around each defect: neighbours pushed out (heavy) or pulled in (vacancy)
-        for (cy, cx), kind in zip(centres, kinds):
+        for (cy, cx), kind in zip(centres, kinds, strict=True):
             d = pos - [cy, cx]
             r = np.hypot(d[:, 0], d[:, 1])
             near = (r > 0.1) & (r < 2.5 * s.spacing_px)
@@ -157,7 +157,7 @@ class DigitalTwin:
         haadf = np.zeros((n, n))
         sig = 1.1
         rad = int(4 * sig) + 1
-        for (py, px), zi in zip(pos, z):
+        for (py, px), zi in zip(pos, z, strict=True):
             if zi == 0:
                 continue
             r0, c0 = int(round(py)), int(round(px))
@@ -182,7 +182,7 @@ class DigitalTwin:
         smooth = _gaussian_blur(pot, 1.5)
         gy, gx = np.gradient(smooth)
         fy, fx = -0.8 * gy, -0.8 * gx
-        for (cy, cx), q in zip(centres, charges):
+        for (cy, cx), q in zip(centres, charges, strict=True):
             dy, dx = yy - cy, xx - cx
             r2 = dy ** 2 + dx ** 2 + (0.5 * s.spacing_px) ** 2
             fy += q * 3.0 * dy / r2 * np.exp(-np.sqrt(r2) / (2 * s.spacing_px))
@@ -285,7 +285,8 @@ class DigitalTwin:
         """Noise-free frames at ``positions`` (n, 2)."""
         return self._wrap(self._clean_frames(check_positions(positions, self._survey.shape)).astype(np.float32))
 
-    def truth(self, scalarizer: typing.Union[str, dict[str, typing.Any], "Scalarizer"], chunk: int = 2048) -> np.ndarray:
+    def truth(self, scalarizer: typing.Union[str, dict[str, typing.Any], "Scalarizer"],
+              chunk: int = 2048) -> np.ndarray:
         """(H, W) noise-free map of ``scalarizer`` (an object or a spec) over every survey pixel,
         prepared once (on the first chunk) like any run."""
         from emedge_core.scalarize import reduce

@@ -26,8 +26,8 @@ import pytest
 import requests
 
 from emedge_core.jobs import reduce_emd_job, retrain_job
-from hpc_client import (AuthError, HPCError, JobFailed, JobNotFound, JobSpec, JobState, RetryPolicy, Secret, Unreachable,
-                        open_client)
+from hpc_client import (AuthError, HPCError, JobFailed, JobNotFound, JobSpec, JobState, RetryPolicy, Secret,
+                        Unreachable, open_client)
 from hpc_client.backends.slurmrest import SlurmRestBackend
 from hpc_client.client import Client
 from hpc_client.registry import Registry
@@ -154,8 +154,8 @@ def test_cli_wrong_token_one_line_and_token_never_printed(slurm: dict[str, str],
     script.write_text("echo hi\n")
     env = os.environ | {"SLURM_REST_TOKEN": "wrong-token-value-123", "EMEDGE_HPC_REGISTRY": str(tmp_path / "r.json"),
                         "EMEDGE_HPC_STAGING": str(tmp_path / "staging")}
-    r = subprocess.run([sys.executable, "-m", "emedge_core", "jobs", "submit", "--backend", "slurmrest", "--script", str(script)],
-                       capture_output=True, text=True, env=env)
+    r = subprocess.run([sys.executable, "-m", "emedge_core", "jobs", "submit", "--backend", "slurmrest",
+                        "--script", str(script)], capture_output=True, text=True, env=env)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[-1].startswith("emedge: error: AuthError: slurmrestd at")
     assert "wrong-token-value-123" not in r.stdout + r.stderr
@@ -166,7 +166,8 @@ def test_cli_submit_wait_status_fetch(slurm: dict[str, str], tmp_path: typing.An
     script.write_text("#!/bin/bash\ntr a-z A-Z < in.txt > out.txt\n")
     (tmp_path / "in.txt").write_text("hello slurm\n")
     env = os.environ | {"EMEDGE_HPC_REGISTRY": str(tmp_path / "r.json"), "EMEDGE_HPC_STAGING": str(tmp_path / "st")}
-    run = lambda *a: subprocess.run([sys.executable, "-m", "emedge_core", "jobs", *a], capture_output=True, text=True, env=env)  # noqa: E731
+    run = lambda *a: subprocess.run([sys.executable, "-m", "emedge_core", "jobs", *a],  # noqa: E731
+                                    capture_output=True, text=True, env=env)
     r = run("submit", "--backend", "slurmrest", "--url", slurm["SLURM_REST_URL"], "--script", str(script),
             "--stage-in", str(tmp_path / "in.txt"), "--stage-out", "out.txt", "--wait", "--json")
     assert r.returncode == 0, r.stderr
@@ -246,7 +247,7 @@ def test_lost_submit_answer_makes_no_duplicate(client: Client, proxy: FaultProxy
                                                tmp_path: typing.Any) -> None:
     via_proxy = open_client("slurmrest", url=proxy.url)
     spec = JobSpec(script="echo once\n", name="lost")
-    via_proxy.backend.dialect            # negotiate before the fault
+    assert via_proxy.backend.dialect is not None     # negotiate before the fault
     proxy.drop_submits = 1
     job = via_proxy.submit(spec)
     assert proxy.submits_forwarded == 1                     # the answer was lost, and nothing was resubmitted

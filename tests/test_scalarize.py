@@ -12,7 +12,7 @@ import pytest
 from emedge_core import EmedgeError
 from emedge_core.cli import main
 from emedge_core.instrument import Frames
-from emedge_core.scalarize import REGISTRY, Reason, Reducer, from_spec, get_backend, reduce
+from emedge_core.scalarize import REGISTRY, Reason, Reducer, get_backend, reduce
 from emedge_core.scalarize import backends as backends_mod
 from emedge_core.scalarize import notice as notice_mod
 from emedge_core.scalarize.diffraction import bf_disk

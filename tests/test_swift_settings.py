@@ -23,7 +23,8 @@ def test_system_then_user_then_environment(tmp_path: pathlib.Path) -> None:
                                        '[staging]\ndir = "/data/stage"\n[compute]\ngpu = false\n')
     (tmp_path / "user.toml").write_text('[staging]\ndir = "/home/me/stage"\n')
     s = load_settings(_env(tmp_path))
-    assert (s.hpc_url, s.hpc_backend, s.staging_dir, s.gpu) == ("https://hpc.site/slurm", "slurmrest", "/home/me/stage", False)
+    assert (s.hpc_url, s.hpc_backend, s.staging_dir, s.gpu) == ("https://hpc.site/slurm", "slurmrest", "/home/me/stage",
+                                                                 False)
     assert s.sources == (str(tmp_path / "etc.toml"), str(tmp_path / "user.toml"))
     s = load_settings(_env(tmp_path, EMEDGE_GPU="on", EMEDGE_HPC_URL="http://127.0.0.1:6820"))
     assert s.gpu is True and s.hpc_url == "http://127.0.0.1:6820" and s.staging_dir == "/home/me/stage"

@@ -56,7 +56,8 @@ def stage_copy(dst: np.ndarray, src: np.ndarray) -> None:
         dst[...] = src
         return
     bounds = np.linspace(0, len(src), min(workers, len(src)) + 1).astype(int)
-    jobs = [_copy_pool().submit(np.copyto, dst[a:b], src[a:b]) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    jobs = [_copy_pool().submit(np.copyto, dst[a:b], src[a:b])
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
     for job in jobs:
         job.result()
 

@@ -74,9 +74,10 @@ __global__ void project_max(const T* __restrict__ x, const float* __restrict__ w
 """
 
 #: dtype -> the kernel's (element type, 4-vector type)
-_TYPES = {np.dtype(np.float32): ("float", "float4"), np.dtype(np.uint16): ("unsigned short", "ushort4"),
-          np.dtype(np.int16): ("short", "short4"), np.dtype(np.uint8): ("unsigned char", "uchar4"),
-          np.dtype(np.uint32): ("unsigned int", "uint4"), np.dtype(np.int32): ("int", "int4")}
+_TYPES: dict[np.dtype[typing.Any], tuple[str, str]] = {
+    np.dtype(np.float32): ("float", "float4"), np.dtype(np.uint16): ("unsigned short", "ushort4"),
+    np.dtype(np.int16): ("short", "short4"), np.dtype(np.uint8): ("unsigned char", "uchar4"),
+    np.dtype(np.uint32): ("unsigned int", "uint4"), np.dtype(np.int32): ("int", "int4")}
 
 _broken: list[str] = []
 

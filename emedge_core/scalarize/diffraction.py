@@ -67,7 +67,7 @@ def _as_center(center: Center) -> typing.Union[None, str, tuple[float, float]]:
     c = tuple(float(v) for v in center)
     if len(c) != 2:
         raise ValueError("center must be [row, col] px")
-    return typing.cast(tuple[float, float], c)
+    return c
 
 
 class Geometry:

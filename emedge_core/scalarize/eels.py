@@ -27,7 +27,7 @@ def _as_band(value: typing.Optional[typing.Sequence[float]], what: str) -> typin
     band = tuple(float(v) for v in value)
     if len(band) != 2 or not band[0] < band[1]:
         raise ValueError(f"{what} must be [low_eV, high_eV] with low < high")
-    return typing.cast(Band, band)
+    return band
 
 
 def channels(energy_eV: np.ndarray, band: Band, what: str) -> slice:

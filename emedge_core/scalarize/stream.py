@@ -11,7 +11,8 @@ A :class:`~emedge_core.scalarize.reducer.Reducer` is prepared once, on the first
 frames (the "auto" geometry is then fixed for the whole data set); each chunk goes through
 the backend's shared pass (cast, projections, maxima), is screened for bad frames and
 reduced on the device; the values are merged into the map on the host, in order. On NumPy
-a few chunks are reduced at once on threads (NumPy and BLAS release the GIL); on CUDA the next chunk's upload overlaps this one's compute.
+a few chunks are reduced at once on threads (NumPy and BLAS release the GIL); on CUDA the next
+chunk's upload overlaps this one's compute.
 A device error (out of memory, driver) moves the rest of the stream to NumPy with one
 warning, the failed chunk included.
 """

@@ -29,7 +29,10 @@ class Backend(typing.Protocol):
     """The contract each backend module fulfils."""
 
     name: str
-    stager: Stager
+
+    @property
+    def stager(self) -> Stager:
+        """Moves files between here and the job's directory."""
 
     def submit(self, spec: JobSpec, staged: StagedJob) -> str:
         """Submit; return the native job id (raise SubmitAnswerLost if the answer was lost)."""

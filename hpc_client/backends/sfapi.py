@@ -89,7 +89,8 @@ class SfapiStager:
         return f"{self.backend.machine}/{self.node_root}/{rel}"
 
     def put_bytes(self, rel: str, data: bytes) -> None:
-        body = self.backend.call("PUT", f"utilities/upload/{self._path(rel)}", files={"file": (rel.rsplit('/', 1)[-1], data)})
+        body = self.backend.call("PUT", f"utilities/upload/{self._path(rel)}",
+                                 files={"file": (rel.rsplit("/", 1)[-1], data)})
         if body.get("status") == "ERROR":
             raise StagingError(f"upload of {rel} failed: {body.get('error')}")
 
@@ -128,7 +129,8 @@ class SfapiBackend:
         if not remote_dir:
             raise ConfigError("sfapi needs a staging directory on the machine (SFAPI_REMOTE_DIR)")
         if not access_token and not (token_url and client_id and client_secret):
-            raise ConfigError("sfapi needs SFAPI_ACCESS_TOKEN, or SFAPI_TOKEN_URL + SFAPI_CLIENT_ID + SFAPI_CLIENT_SECRET")
+            raise ConfigError("sfapi needs SFAPI_ACCESS_TOKEN, or SFAPI_TOKEN_URL + SFAPI_CLIENT_ID + "
+                              "SFAPI_CLIENT_SECRET")
         if machine not in MACHINES:
             raise ConfigError(f"sfapi machine must be one of {', '.join(MACHINES)}, not {machine!r}")
         self.url, self.machine, self.token_url, self.client_id = url, machine, token_url, client_id

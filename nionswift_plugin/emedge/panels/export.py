@@ -55,7 +55,8 @@ def export_items(items: typing.Sequence[Item], path: str, codec: str) -> dict[st
     arrays: dict[str, np.ndarray] = {}
     dims: dict[str, list[tuple[str, str, float, float]]] = {}
     units: dict[str, str] = {}
-    described = []
+    sig: dict[str, int] = {}
+    described: list[dict[str, typing.Any]] = []
     for item in items:
         xd = item.xdata
         if xd is None:
@@ -65,10 +66,12 @@ def export_items(items: typing.Sequence[Item], path: str, codec: str) -> dict[st
         dims[name] = [(f"dim{i}", c.units or "", float(c.offset), float(c.scale))
                       for i, c in enumerate(xd.dimensional_calibrations)]
         units[name] = xd.intensity_calibration.units or ""
+        sig[name] = int(xd.datum_dimension_count)          # a spectrum image: (H, W) spectra of E channels
         described.append({"array": name, "title": item.title, "uuid": item.uuid, "metadata": dict(xd.metadata)})
-    state = next((d["metadata"]["instrument"] for d in described if isinstance(d["metadata"].get("instrument"), dict)), {})
+    state: dict[str, typing.Any] = next((d["metadata"]["instrument"] for d in described
+                                         if isinstance(d["metadata"].get("instrument"), dict)), {})
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    return emd.write(path, arrays, codec=codec, dims=dims, units=units,
+    return emd.write(path, arrays, codec=codec, dims=dims, units=units, sig_ndim=sig,
                      provenance=provenance.collect({"source": "nionswift", "codec": codec, "data_items": described},
                                                    instrument_state=state))
 
@@ -82,7 +85,8 @@ class ExportView:
         self.codec = f.line("Codec", "auto")
         self.path = f.line("EMD file", "")
         (self.export_button,) = f.buttons(("Export selected", self.export))
-        self.status = f.status("Select data items, then Export (codec: auto, blosc2, delta+blosc2, sparse, sz3:abs=1 ...)")
+        self.status = f.status("Select data items, then Export (codec: auto, blosc2, delta+blosc2, sparse, "
+                               "sz3:abs=1 ...)")
         self.thread: typing.Optional[threading.Thread] = None
         self.stats: dict[str, dict[str, typing.Any]] = {}
         self.written: typing.Optional[str] = None

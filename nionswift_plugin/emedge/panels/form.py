@@ -63,7 +63,7 @@ class PanelDelegate:
 
     panel_id: typing.ClassVar[str]
     panel_name: typing.ClassVar[str]
-    view_class: typing.ClassVar[typing.Callable[[typing.Any, typing.Any], typing.Any]]
+    view_class: typing.ClassVar[type[typing.Any]]
     panel_positions = ["left", "right"]
     panel_position = "right"
 

@@ -1,11 +1,13 @@
 """Compression benchmark: emedge codecs beside the peers, same data, same run.
 
-    python benchmarks/compress.py [--quick] [--scale K] [--repeat N] [--sets a,b] [--methods lz4,auto] [--warm] [--fixed] [--table]
+    python benchmarks/compress.py [--quick] [--scale K] [--repeat N] [--sets a,b] [--methods lz4,auto]
+                                  [--warm] [--fixed] [--table]
     python benchmarks/compress.py --counting [--repeat N] [--table]     # issue 12.5: held-out counting sets
 
 One JSON line per data set x method x threads on stdout: ratio, compress / decompress MB/s
 (MB = 1e6 raw bytes; median of --repeat runs), compress_cpu_MBps (MB per second of process CPU
-time, all threads: what the compression costs, whatever else the machine runs), lossless, max_abs_error, error bound, chunk shape
+time, all threads: what the compression costs, whatever else the machine runs), lossless, max_abs_error,
+error bound, chunk shape
 and the 1-minute load average. Every method writes a real HDF5 file on /dev/shm (RAM) with the
 same chunk shape (about 1 MiB of consecutive frames along the scan); decompression reads it back whole.
 
@@ -44,6 +46,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from compress_data import counting_sets, data_sets  # noqa: E402  (the data sets, shared with compress_gpu.py)
 
 TMP = "/dev/shm" if os.path.isdir("/dev/shm") else "/tmp"
+BSLZ4 = dict(hdf5plugin.Bitshuffle(cname="lz4"))          # the speed bar: bitshuffle-LZ4 through hdf5plugin
 
 
 # ---------------------------------------------------------------- methods
@@ -150,11 +153,12 @@ def methods(a: np.ndarray) -> list[tuple[str, bool, int, typing.Callable[[np.nda
         ("gzip-9 (h5py)", True, 1, lambda x, s: run_h5_filter(x, s, {"compression": "gzip", "compression_opts": 9})),
         ("blosc2 zstd5+bitshuffle (hdf5plugin)", True, 1,
          lambda x, s: run_h5_filter(x, s, dict(hdf5plugin.Blosc2("zstd", 5, hdf5plugin.Blosc2.BITSHUFFLE)))),
-        ("bitshuffle-lz4 (hdf5plugin)", True, 1, lambda x, s: run_h5_filter(x, s, dict(hdf5plugin.Bitshuffle(cname="lz4")))),
+        ("bitshuffle-lz4 (hdf5plugin)", True, 1, lambda x, s: run_h5_filter(x, s, BSLZ4)),
     ]
     for t in (1, 2):
         out.append(("zstd-3 raw (zstandard)", True, t, lambda x, s, t=t: run_in_memory(x, s, *_zstd(t))))
-        out.append(("blosc2 zstd5+bitshuffle (compress2)", True, t, lambda x, s, t=t: run_in_memory(x, s, *_blosc2_peer(t))))
+        out.append(("blosc2 zstd5+bitshuffle (compress2)", True, t,
+                    lambda x, s, t=t: run_in_memory(x, s, *_blosc2_peer(t))))
     for spec in ("auto", "blosc2", "blosc2:shuffle=bytedelta", "delta+blosc2", "blosc2:cname=lz4"):
         for t in (1, 2):
             out.append((f"emedge {spec}", False, t, lambda x, s, spec=spec, t=t: run_emedge(x, s, _threads(spec, t))))
@@ -178,7 +182,7 @@ def counting_methods(a: np.ndarray) -> list[tuple[str, bool, int, typing.Callabl
     blosc2_z5 = dict(hdf5plugin.Blosc2("zstd", 5, hdf5plugin.Blosc2.BITSHUFFLE))
     out: list[tuple[str, bool, int, typing.Callable[[np.ndarray, int], Result]]] = [
         (COUNTING_PEER, True, 1, lambda x, s: run_h5_filter(x, s, blosc2_z5, whole_frame_chunks(x, s))),
-        ("bitshuffle-lz4 (hdf5plugin)", True, 1, lambda x, s: run_h5_filter(x, s, dict(hdf5plugin.Bitshuffle(cname="lz4")))),
+        ("bitshuffle-lz4 (hdf5plugin)", True, 1, lambda x, s: run_h5_filter(x, s, BSLZ4)),
     ]
     for spec in ("auto", "blosc2", "blosc2:clevel=5"):
         for t in (1, 2):
@@ -190,7 +194,10 @@ def _threads(spec: str, threads: int) -> str:
     return spec + ("," if ":" in spec else ":") + f"threads={threads}"
 
 
-def measure(name: str, a: np.ndarray, sig: int, todo: list[tuple[str, bool, int, typing.Callable[[np.ndarray, int], Result]]],
+Method = tuple[str, bool, int, typing.Callable[[np.ndarray, int], Result]]   # (name, is_peer, threads, run)
+
+
+def measure(name: str, a: np.ndarray, sig: int, todo: list[Method],
             repeat: int, warm: bool = False) -> list[dict[str, typing.Any]]:
     """One row per method. The repeats are interleaved (method A, B, C, A, B, C, ...) so that a
     change in the load of a shared machine hits every method alike; each row has the median and
@@ -224,7 +231,8 @@ def measure(name: str, a: np.ndarray, sig: int, todo: list[tuple[str, bool, int,
                      "decompress_MBps": round(mb / statistics.median(x.read_seconds for x in runs[i]), 1),
                      "compress_cpu_MBps": round(mb / statistics.median(x.cpu_seconds for x in runs[i]), 1),
                      "lossless": err == 0.0, "max_abs_error": err, "error_bound": bound,
-                     "chunks": list(r.chunks or _chunks(a, sig)), "codec": r.codec or None, "runs": len(runs[i]), "warm": warm,
+                     "chunks": list(r.chunks or _chunks(a, sig)), "codec": r.codec or None, "runs": len(runs[i]),
+                     "warm": warm,
                      "load1": round(max(loads[i]), 2)})
     return rows
 
@@ -311,7 +319,8 @@ def main(argv: typing.Optional[typing.Sequence[str]] = None) -> int:
     p.add_argument("--warm", action="store_true",
                    help="precede each timed run by an untimed run of the same method (steady state)")
     p.add_argument("--fixed", action="store_true",
-                   help="also fit auto's fixed cost per array (ms) and its marginal MB/s (1/8 of each set vs all of it)")
+                   help="also fit auto's fixed cost per array (ms) and its marginal MB/s "
+                        "(1/8 of each set vs all of it)")
     p.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
                    help="before each data set wait up to S seconds for the 1-minute load to drop below 0.5 "
                         "(a shared machine); the load is reported either way")
@@ -319,7 +328,8 @@ def main(argv: typing.Optional[typing.Sequence[str]] = None) -> int:
     import blosc2
 
     print(json.dumps({"machine": {"cpus": os.cpu_count(), "load1": round(os.getloadavg()[0], 2),
-                                  "hdf5plugin": hdf5plugin.version, "hdf5plugin_openmp": hdf5plugin.get_config().build_config.openmp,
+                                  "hdf5plugin": hdf5plugin.version,
+                                  "hdf5plugin_openmp": hdf5plugin.get_config().build_config.openmp,
                                   "blosc2": blosc2.__version__, "hdf5": h5py.version.hdf5_version,
                                   "crc32": f"zlib-ng {zlib_ng.__version__}"}}), flush=True)
     rows = []
@@ -327,7 +337,8 @@ def main(argv: typing.Optional[typing.Sequence[str]] = None) -> int:
     for name, (a, sig) in sets.items():
         if args.sets and name not in args.sets.split(","):
             continue
-        todo = [m for m in (counting_methods(a) if args.counting else methods(a)) if not args.methods or any(w in m[0] for w in args.methods.split(","))]
+        every = counting_methods(a) if args.counting else methods(a)
+        todo = [m for m in every if not args.methods or any(w in m[0] for w in args.methods.split(","))]
         deadline = time.monotonic() + args.wait_idle
         while os.getloadavg()[0] >= 0.5 and time.monotonic() < deadline:
             time.sleep(5)

@@ -79,7 +79,8 @@ def gpu_lines(name: str, a: np.ndarray, repeat: int) -> None:
     raw = dev.view(cupy.uint8).ravel()
     gb = a.nbytes / 1e9
     for algo in ALGORITHMS:
-        line: dict[str, typing.Any] = {"set": name, "method": f"nvcomp_{algo}", "dtype": str(a.dtype), "GB": round(gb, 4)}
+        line: dict[str, typing.Any] = {"set": name, "method": f"nvcomp_{algo}", "dtype": str(a.dtype),
+                                       "GB": round(gb, 4)}
         try:
             kwargs: dict[str, typing.Any] = {"algorithm": algo}
             if algo in TYPED:
@@ -87,14 +88,14 @@ def gpu_lines(name: str, a: np.ndarray, repeat: int) -> None:
             codec = nvcomp.Codec(**kwargs)
             src = nvcomp.as_array(dev)
 
-            def encode() -> typing.Any:
+            def encode(codec: typing.Any = codec, src: typing.Any = src) -> typing.Any:
                 out = codec.encode(src)
                 sync()
                 return out
 
             t_enc, enc = timed(encode, repeat)
 
-            def decode() -> typing.Any:
+            def decode(codec: typing.Any = codec, enc: typing.Any = enc) -> typing.Any:
                 out = codec.decode(enc)
                 sync()
                 return out
@@ -103,7 +104,7 @@ def gpu_lines(name: str, a: np.ndarray, repeat: int) -> None:
             back = cupy.asarray(dec).view(cupy.uint8).ravel()
             exact = bool(back.size == raw.size and cupy.array_equal(back, raw))
 
-            def from_host() -> int:
+            def from_host(codec: typing.Any = codec) -> int:
                 d = cupy.asarray(a)
                 out = codec.encode(nvcomp.as_array(d))
                 host = cupy.asnumpy(cupy.asarray(out))
@@ -129,8 +130,8 @@ def cpu_lines(name: str, a: np.ndarray, repeat: int) -> None:
             codec = blosc2.Codec.ZSTD if cname == "zstd" else blosc2.Codec.LZ4
             params = {"codec": codec, "clevel": 5, "typesize": a.itemsize, "nthreads": threads,
                       "filters": [blosc2.Filter.BITSHUFFLE], "filters_meta": [0]}
-            t_enc, enc = timed(lambda: blosc2.compress2(buf, **params), repeat)
-            t_dec, dec = timed(lambda: blosc2.decompress2(enc, nthreads=threads), repeat)
+            t_enc, enc = timed(lambda params=params: blosc2.compress2(buf, **params), repeat)
+            t_dec, dec = timed(lambda enc=enc, threads=threads: blosc2.decompress2(enc, nthreads=threads), repeat)
             emit({"set": name, "method": f"blosc2_{cname}5_bitshuffle", "threads": threads, "dtype": str(a.dtype),
                   "GB": round(gb, 4), "ratio": round(a.nbytes / len(enc), 2),
                   "compress_gbps": round(gb / t_enc, 2), "decompress_gbps": round(gb / t_dec, 2),

@@ -24,7 +24,8 @@ def kinds(seed: int = 7) -> dict[str, np.ndarray]:
     e = np.linspace(100, 600, 200)
     eels = (rng.poisson(1e4 * (e / 100) ** -3 + 50 * (e > 284), (4, 6, 200))).astype(np.float32)
     yy, xx = np.mgrid[:48, :48]
-    series = np.stack([rng.poisson(20 + 10 * np.sin((xx + 0.3 * t) / 3) * np.sin(yy / 3)) for t in range(9)]).astype(np.uint16)
+    series = np.stack([rng.poisson(20 + 10 * np.sin((xx + 0.3 * t) / 3) * np.sin(yy / 3))
+                       for t in range(9)]).astype(np.uint16)
     survey = rng.normal(size=(20, 24))
     return {"counting": counting, "integrating": integrating, "eels": eels, "series": series, "survey": survey}
 
@@ -36,7 +37,8 @@ def frame_axis(a: np.ndarray) -> int:
 
 DATA = kinds()
 LOSSLESS = ["raw", "gzip", "gzip:level=4", "zstd", "zstd:level=9", "blosc2", "blosc2:cname=lz4,shuffle=byte",
-            "blosc2:cname=zstd,clevel=5", "blosc2:shuffle=bytedelta", "delta+blosc2", "delta+zstd", "bitshuffle", "bitshuffle:cname=zstd"]
+            "blosc2:cname=zstd,clevel=5", "blosc2:shuffle=bytedelta", "delta+blosc2", "delta+zstd", "bitshuffle",
+            "bitshuffle:cname=zstd"]
 
 
 @pytest.mark.parametrize("kind", sorted(DATA))
@@ -181,9 +183,11 @@ def test_h5_filter_names_a_registered_plugin() -> None:
         assert kw["compression"] == fid and h5py.h5z.filter_avail(fid)
 
 
-@pytest.mark.parametrize("shape,dtype", [((1, 32, 64, 64), np.uint16), ((4, 6, 200), np.float32), ((1, 3, 300, 300), np.uint16),
+@pytest.mark.parametrize("shape,dtype", [((1, 32, 64, 64), np.uint16), ((4, 6, 200), np.float32),
+                                         ((1, 3, 300, 300), np.uint16),
                                          ((20, 24), np.float64)])
-@pytest.mark.parametrize("spec", ["blosc2", "blosc2:shuffle=bytedelta", "blosc2:cname=lz4,clevel=5", "blosc2:shuffle=none"])
+@pytest.mark.parametrize("spec", ["blosc2", "blosc2:shuffle=bytedelta", "blosc2:cname=lz4,clevel=5",
+                                  "blosc2:shuffle=none"])
 def test_blosc2_chunks_are_the_frames_blosc2_itself_writes(spec: str, shape, dtype) -> None:
     """The writer wraps compress2's chunk in a frame learnt from blosc2; on one thread the bytes
     must equal blosc2's own update_data + to_cframe, for data, constant and all-zero chunks."""

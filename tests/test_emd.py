@@ -210,7 +210,8 @@ def small_fs(tmp_path):
     """A 1 MiB tmpfs (root only); elsewhere an injected ENOSPC stands in and the test says so."""
     mnt = tmp_path / "small"
     mnt.mkdir()
-    ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True).returncode == 0
+    mount = ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)]
+    ok = subprocess.run(mount, capture_output=True).returncode == 0
     yield str(mnt), ok
     if ok:
         subprocess.run(["umount", "-l", str(mnt)], check=True)

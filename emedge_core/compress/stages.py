@@ -145,7 +145,7 @@ class Blosc2(Stage):
 
     threads = property(lambda self: _threads(self.params))
 
-    def with_threads(self, n: int) -> "Stage":
+    def with_threads(self, n: int) -> "Blosc2":
         return dataclasses.replace(self, params={**self.params, "threads": int(n)})
 
     def _settings(self) -> tuple[str, int, str]:
@@ -158,7 +158,8 @@ class Blosc2(Stage):
 
     def h5_filter(self) -> dict[str, typing.Any]:
         cname, clevel, shuffle = self._settings()
-        return dict(hdf5plugin.Blosc2(cname=cname, clevel=clevel, filters=_BLOSC2_SHUFFLE[shuffle]))
+        return dict(hdf5plugin.Blosc2(cname=typing.cast(typing.Any, cname), clevel=clevel,
+                                      filters=_BLOSC2_SHUFFLE[shuffle]))     # cname checked by _settings
 
     def encode_chunk(self, chunk: np.ndarray) -> bytes:
         chunk = np.ascontiguousarray(chunk)
@@ -279,8 +280,7 @@ def _frame_kit(stage: "Blosc2", shape: tuple[int, ...], dtype: np.dtype) -> typi
     first reproduces blosc2's bytes exactly and ``compress2`` reproduces the chunk ``update_data``
     stored. The frames in the file are byte for byte what blosc2 writes for the same chunk.
     """
-    key = (stage.with_threads(1).params, shape, np.dtype(dtype).str)
-    key = (tuple(sorted(key[0].items())),) + key[1:]
+    key = (tuple(sorted(stage.with_threads(1).params.items())), shape, np.dtype(dtype).str)
     with _KITS_LOCK:
         kit = _KITS.get(key, 0)
         if not isinstance(kit, int):
@@ -335,7 +335,8 @@ class Bitshuffle(Stage):
         cname = str(self.params.get("cname", "lz4"))
         if cname not in ("lz4", "zstd"):
             raise EmedgeError(f"bitshuffle wants cname lz4 or zstd, not {cname!r}")
-        return dict(hdf5plugin.Bitshuffle(cname=cname, clevel=int(self.params.get("clevel", 3))))
+        clevel = int(self.params.get("clevel", 3))
+        return dict(hdf5plugin.Bitshuffle(cname=typing.cast(typing.Any, cname), clevel=clevel))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -56,12 +56,13 @@ def start(source: typing.Union[str, Instrument] = "microscope", scalarizer: typi
           budget: int = 40, seeds: int = 5, window_px: int = 8, batch: int = 1, acquisition: str = "ucb",
           stop_uncertainty: typing.Optional[float] = None, survey_px: int = 64, exposure_ms: float = 10.0,
           seed: int = 0, drift_every: typing.Optional[int] = None, out_dir: typing.Optional[str] = None,
-          document_window: typing.Any = None) -> LiveExperiment:
+          document_window: typing.Any = None, patch_mode: str = "restrict",
+          components: typing.Optional[int] = 16) -> LiveExperiment:
     """Start an autonomous experiment in Swift and return it while it runs.
 
     scalarizer: a name or ``{"name": ..., <params>}``; budget, seeds, batch, acquisition,
     stop_uncertainty, seed, drift_every: see :class:`~emedge_core.experiment.ExperimentConfig`; window_px: patch
-    edge; survey_px, exposure_ms: survey size and camera exposure on the microscope (survey_px is
+    edge; patch_mode: "restrict" or "reflect" (every survey pixel a candidate); components: PCA scores per patch; survey_px, exposure_ms: survey size and camera exposure on the microscope (survey_px is
     the twin's size too); out_dir: where the result is written (default :func:`default_out_dir`);
     document_window: the Swift window for the live data items (default: the first one).
     Frames are scalarized in Swift's process as they arrive, on the GPU when one is present and the
@@ -73,7 +74,9 @@ def start(source: typing.Union[str, Instrument] = "microscope", scalarizer: typi
 
     scal = from_spec(scalarizer).use(load_settings().scalarize_backend)   # frames reduced on the GPU when allowed
     config = ExperimentConfig(budget=int(budget), seeds=int(seeds), batch=int(batch), acquisition=acquisition,
-                              window=int(window_px), seed=int(seed), stop_uncertainty=stop_uncertainty,
+                              window=int(window_px), patch_mode=patch_mode,
+                              components=None if components is None else int(components),
+                              seed=int(seed), stop_uncertainty=stop_uncertainty,
                               drift_every=None if drift_every is None else int(drift_every))
     instrument = make_instrument(source, scal.signal_kind, survey_px=int(survey_px), exposure_ms=float(exposure_ms),
                                  seed=int(seed))

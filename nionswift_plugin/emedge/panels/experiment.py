@@ -35,6 +35,8 @@ class ExperimentView:
         self.scalarizer.current_item = "eels_band_integral"
         self.params = f.line("Parameters (JSON)", "{}")
         self.window_px = f.line("Window (px)", "8")
+        self.patch_mode = f.combo("Patch mode", ["restrict", "reflect"])
+        self.components = f.line("Components", "16")
         self.survey_px = f.line("Survey (px)", "64")
         self.exposure_ms = f.line("Exposure (ms)", "10")
         self.acquisition = f.combo("Acquisition", list(POLICIES))
@@ -68,6 +70,7 @@ class ExperimentView:
                 {"name": self.scalarizer.current_item, **params},
                 budget=_int(self.budget, "budget"), seeds=_int(self.seeds, "seeds"),
                 window_px=_int(self.window_px, "window"), acquisition=acquisition,
+                patch_mode=typing.cast(str, self.patch_mode.current_item), components=_int(self.components, "components"),
                 stop_uncertainty=_float(self.stop_std, "stop std") if (self.stop_std.text or "").strip() else None,
                 drift_every=_int(self.drift_every, "drift every") if (self.drift_every.text or "").strip() else None,
                 survey_px=_int(self.survey_px, "survey"), exposure_ms=_float(self.exposure_ms, "exposure"),

@@ -4,14 +4,17 @@ Every candidate stores plain values that any Blosc2 HDF5 filter decodes (h5py + 
 rosettasciio / HyperSpy, emdfile / py4DSTEM read the right dtype and values with no step of
 ours): Blosc2 Zstd-1 with bitshuffle, with byte shuffle + byte-delta (the prediction runs inside
 the Blosc2 chunk), for integer detector frames of at least ``DETECTOR_MIN_PIXELS`` also Blosc2
-Zstd level 5 + bitshuffle (``HEAVY``), and no compression for arrays too small to gain.
+Blosc2 clevel 4 (Zstd level 7, lazy matching) + bitshuffle (``HEAVY``), and no compression for arrays
+too small to gain.
 Frame-delta prediction (``delta+blosc2``), sqrt quantisation and sparse events need a reader-side
 inverse, so ``auto`` never picks them (they stay available by name; ``emd.info`` warns).
 
 The winner is the best ratio on the sample; ties go to the earlier candidate, so the choice is
 deterministic (no timing involved). ``HEAVY`` (about 3x the CPU time of Zstd-1 per byte) wins
 only when its ratio beats the best light candidate by ``HEAVY_GAIN``: on counting data at
-0.02-0.1 e-/px it gains 6-11 % (sparse bit planes), at 0.5 e-/px under 1 %.
+0.02-0.1 e-/px it gains 4-7 % (sparse bit planes: lazy matching), at 0.5 e-/px nothing. With
+2 MiB blocks it reaches Blosc2 clevel 5 + bitshuffle in 4 MiB chunks (the counting peer) at
+about twice clevel 5's speed (docs/compress.md).
 Lossy codecs are never chosen automatically: they need a stated bound from the user. With
 ``threads`` > 1 the candidates run side by side on a thread pool (Blosc2 drops the GIL).
 
@@ -30,7 +33,7 @@ from emedge_core.compress.base import AnyCodec
 from emedge_core.compress.codec import parse
 
 CANDIDATES = ("blosc2", "blosc2:shuffle=bytedelta", "raw")
-HEAVY = "blosc2:clevel=5"
+HEAVY = "blosc2:clevel=4"
 HEAVY_GAIN = 0.03
 DETECTOR_MIN_PIXELS = 1024
 

@@ -1,8 +1,12 @@
-"""Backends: one small class per scheduler, all with the same five verbs.
+"""Backends: one small class per scheduler, all with the same six verbs and a stager.
 
-A backend knows how to submit a staged job and ask about it by its *native* id; the
+A backend (:class:`Backend`) knows how to ``submit`` a staged job, ``find`` it again by its
+idempotency key, ask its ``status`` and ``cancel`` it by its *native* id, write its script
+``header`` and ``describe`` itself; its ``stager`` moves the files. The
 :class:`~hpc_client.client.Client` does the rest (staging, the registry, waiting, tails,
-fetching) the same way for all of them.
+fetching) the same way for all of them. A new backend: a module here with such a class, its
+name in :data:`hpc_client.config.BACKENDS` and a branch in :func:`hpc_client.client.make_backend`
+(see ``docs/architecture.md``).
 """
 from __future__ import annotations
 

@@ -191,8 +191,10 @@ class DataSource:
         nav = self.nav_shape
         if len(nav) <= 1:
             return np.asarray(self.data[start:stop])
-        rows = []
         last = nav[-1]
+        if len(nav) == 2 and start % last == 0 and stop % last == 0:      # whole scan rows: one read
+            return np.asarray(self.data[start // last:stop // last]).reshape((-1,) + self.sig_shape)
+        rows = []
         for r in range(start // last, (stop - 1) // last + 1):
             lo, hi = max(start, r * last) - r * last, min(stop, (r + 1) * last) - r * last
             idx = np.unravel_index(r, nav[:-1])

@@ -29,6 +29,7 @@ class _ShowPanel:
         self.menu_item_name = f"Show {panel.panel_name}"
 
     def menu_item_execute(self, window: typing.Any) -> None:
+        # Swift's public API (Facade ~1.0) has no dock panels; the document controller is the only way
         window._document_controller.find_dock_panel(self.panel_id).show()
 
 

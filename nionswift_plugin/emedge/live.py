@@ -311,12 +311,8 @@ class LiveExperiment:
             ref.data = data
 
     def _display(self, item: typing.Any) -> None:
-        """Show a new data item in the window's first empty display panel, if it has one."""
-        dc = self.window._document_controller
-        workspace = dc.workspace_controller
-        empty = [p for p in (workspace.display_panels if workspace else ()) if p.display_item is None]
-        if empty:
-            empty[0].set_display_panel_display_item(dc.document_model.get_display_item_for_data_item(item._data_item))
+        """Show a new data item in the window's next free display panel, if it has one (Swift's public API)."""
+        self.window.display_data_item(item)
 
     def _end_transactions(self) -> None:
         for ref in self._refs.values():

@@ -99,6 +99,7 @@ class ExportView:
         """Compress and write the selected data items on a worker thread."""
         if self.thread is not None and self.thread.is_alive():
             return
+        # the public DocumentWindow (Facade ~1.0) knows one target data item, not a selection of several
         items = [Item(d.title, str(d.uuid), d.xdata) for d in self.window._document_controller.selected_data_items]
         path = (self.path.text or "").strip() or default_path()
         codec = (self.codec.text or "auto").strip()

@@ -63,6 +63,7 @@ class HPCView:
     def submit(self) -> None:
         backend, kind = typing.cast(str, self.backend.current_item), typing.cast(str, self.kind.current_item)
         if kind == "reduce":
+            # the public DocumentWindow (Facade ~1.0) has no multi-selection; see panels/export.py
             data_items = self.window._document_controller.selected_data_items
             if len(data_items) != 1:
                 self.status.text = "error: select one data item (a spectrum image or 4D-STEM scan) to reduce"

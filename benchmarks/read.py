@@ -14,6 +14,7 @@ how many CPUs the process saw and the 1-minute load (the box may be shared).
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import json
 import os
@@ -89,8 +90,8 @@ def main(argv: typing.Optional[list[str]] = None) -> int:
         path, _, dataset = spec.partition("::")
         ds = dataset or None
         read_emedge(path, ds), read_rsciio(path, ds)          # warm the caches and imports
-        t_e, n_e = timed(lambda: read_emedge(path, ds), args.repeat)
-        t_r, n_r = timed(lambda: read_rsciio(path, ds), args.repeat)
+        t_e, n_e = timed(functools.partial(read_emedge, path, ds), args.repeat)
+        t_r, n_r = timed(functools.partial(read_rsciio, path, ds), args.repeat)
         print(json.dumps({"file": os.path.relpath(path), "dataset": ds, "reader": _reader(path), "bytes": n_e,
                           "same_bytes": n_e == n_r, "emedge_s": round(t_e, 5), "rsciio_s": round(t_r, 5),
                           "emedge_MBps": round(n_e / 1e6 / t_e, 2), "rsciio_MBps": round(n_r / 1e6 / t_r, 2),

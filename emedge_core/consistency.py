@@ -46,7 +46,8 @@ class Finding:
 def zlp_peak(total: np.ndarray, energy_eV: np.ndarray) -> typing.Optional[int]:
     """Channel of the zero-loss peak of a summed spectrum (E,), or None when there is no clear peak:
     the maximum must stand at least :data:`ZLP_MIN_CONTRAST` times the median above the median and
-    :data:`ZLP_MIN_SNR` times the channel noise (a noise spike is no ZLP), away from both ends, and be narrow (its contiguous half-maximum width at most :data:`ZLP_MAX_WIDTH_EV`
+    :data:`ZLP_MIN_SNR` times the channel noise (a noise spike is no ZLP), away from both ends, and be
+    narrow (its contiguous half-maximum width at most :data:`ZLP_MAX_WIDTH_EV`
     or five channels). A low-loss window without a ZLP, or a flat or edge-dominated spectrum, has none."""
     n = len(total)
     if n < 5 or not np.isfinite(total).all():

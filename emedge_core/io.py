@@ -415,7 +415,8 @@ def _open_npz(path: str, dataset: typing.Union[None, str, int]) -> DataSource:
 
 
 def _replay_layout(path: str, arrays: typing.Mapping[str, typing.Any], dataset: typing.Union[None, str, int],
-                   state: dict[str, typing.Any], closers: typing.Sequence[typing.Callable[[], None]] = ()) -> DataSource:
+                   state: dict[str, typing.Any],
+                   closers: typing.Sequence[typing.Callable[[], None]] = ()) -> DataSource:
     """emedge's replay layout (``data`` + optional ``survey``/``energy_eV``), or named arrays."""
     key = str(dataset) if dataset is not None else "data"
     if key not in arrays:
@@ -559,8 +560,8 @@ def _open_emedge_emd(path: str, f: typing.Any, dataset: typing.Union[None, str, 
         f.close()
         raise EmedgeError(f"{path} has no EMD array {key!r} (has {names}); name one with --dataset")
     nav_ndim = int(root[key].attrs.get("emedge_nav_ndim", 1))
-    arrays = {k: emd.read_array(root[k]) for k in dict.fromkeys([key, *[s for s in ("survey", "energy_eV")
-                                                                          if s in names]])}
+    wanted = [str(key), *[s for s in ("survey", "energy_eV") if s in names and s != key]]
+    arrays: dict[str, np.ndarray] = {k: emd.read_array(root[k]) for k in wanted}
     f.close()
     desc = emd.info(path)
     state = desc.get("provenance", {}).get("instrument_state")
@@ -666,7 +667,7 @@ def _open_swift_library(path: str, dataset: typing.Union[None, str, int]) -> Dat
     src = open_data(items[cands.index(chosen)][0])
     src.signals = [c.info() for c in cands]
     if src._survey is None and len(src.nav_shape) == 2:
-        for (p, _, _), c in zip(items, cands):
+        for (p, _, _), c in zip(items, cands, strict=True):
             if c.kind == "image" and c is not chosen:
                 try:
                     with open_data(p) as img:
@@ -686,7 +687,8 @@ def _open_rsciio(path: str, reader: str, dataset: typing.Union[None, str, int]) 
     try:
         module = importlib.import_module(f"rsciio.{reader}")
     except ImportError as e:
-        raise EmedgeError(f"reading {path} needs rosettasciio's {reader} reader ({e}); pip install rosettasciio") from None
+        raise EmedgeError(f"reading {path} needs rosettasciio's {reader} reader ({e}); "
+                          "pip install rosettasciio") from None
     kwargs: dict[str, typing.Any] = {"lazy": reader not in ("arina", "topspin")}   # those two read eagerly only
     if reader == "quantumdetector" and path.lower().endswith(".hdr"):
         path = path[:-4] + ".mib"
@@ -707,7 +709,8 @@ def _open_rsciio(path: str, reader: str, dataset: typing.Union[None, str, int]) 
         md = s.get("metadata", {}) or {}
         title = str(md.get("General", {}).get("title") or f"signal{i}")
         cands.append(_Candidate(title, data, axes, order, {"title": title, "rsciio_metadata": _plain(md)},
-                                bits=_bits(reader, s, path), signal_type=str(md.get("Signal", {}).get("signal_type", ""))))
+                                bits=_bits(reader, s, path),
+                                signal_type=str(md.get("Signal", {}).get("signal_type", ""))))
     titles = [c.title for c in cands]
     for i, c in enumerate(cands):    # repeated titles (Velox: three 'EELS') become 'EELS', 'EELS#2', ...
         n = titles[:i + 1].count(c.title)

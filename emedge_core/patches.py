@@ -84,7 +84,8 @@ def fit_to_survey(shape: tuple[int, int], window: int, components: typing.Option
         raise EmedgeError(f"--window {window} does not fit the {h}x{w} survey; use a window of at most {min(h, w)} "
                           "or --patch-mode reflect")
     if mode == "reflect" and window > min(h, w):
-        raise EmedgeError(f"--window {window} is larger than the {h}x{w} survey; reflect mode needs at most {min(h, w)}")
+        raise EmedgeError(f"--window {window} is larger than the {h}x{w} survey; reflect mode needs at most "
+                          f"{min(h, w)}")
     count = n_candidates((h, w), window, mode)
     if components is not None:
         cap = min(window * window, count)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import typing
-import zipfile
 
 import numpy as np
 
@@ -44,7 +43,7 @@ def _experiment(path: str) -> typing.Optional[dict[str, typing.Any]]:
         missing = [k for k in ("survey", "frames", "positions") if k not in g]
         if missing:
             raise EmedgeError(f"experiment file {path} lacks {missing}")
-        out = {k: value(g[k]) for k in ("survey", "frames", "positions", "energy_eV") if k in g}
+        out: dict[str, typing.Any] = {k: value(g[k]) for k in ("survey", "frames", "positions", "energy_eV") if k in g}
         if "mrad_per_px" in g.attrs:
             out["mrad_per_px"] = float(g.attrs["mrad_per_px"])
         return out
@@ -102,21 +101,24 @@ class Replay:
                 raise EmedgeError(f"{path} has spectra but no 'energy_eV' ({n_e},) axis")
             if self.energy_eV.shape != (n_e,):
                 self.close()
-                raise EmedgeError(f"'energy_eV' in {path} has shape {self.energy_eV.shape}; the spectra have {n_e} channels")
+                raise EmedgeError(f"'energy_eV' in {path} has shape {self.energy_eV.shape}; "
+                                  f"the spectra have {n_e} channels")
 
     def _scan(self, src: typing.Any) -> np.ndarray:
         """Check that ``src`` is an (H, W) scan of spectra or patterns; its survey image."""
         path = self.path
         if "survey" in src.side and np.asarray(src.side["survey"]).ndim != 2:
-            raise EmedgeError(f"'survey' in {path} must be 2-D (H, W), got shape {np.asarray(src.side['survey']).shape}")
+            shape = np.asarray(src.side["survey"]).shape
+            raise EmedgeError(f"'survey' in {path} must be 2-D (H, W), got shape {shape}")
         if len(src.nav_shape) != 2 or len(src.sig_shape) not in (1, 2):
             raise EmedgeError(f"{src.title!r} in {path} has shape {src.shape}; a replay needs (H, W, E) spectra or "
                               "(H, W, ky, kx) patterns" + (" matching the survey" if "survey" in src.side else "")
                               + "; choose another signal with --dataset")
         image, self.survey_from = src.survey()
         if image.shape != src.nav_shape:
-            raise EmedgeError(f"'data' in {path} has shape {src.shape}; expected ({image.shape[0]}, {image.shape[1]}, E) "
-                              f"spectra or ({image.shape[0]}, {image.shape[1]}, ky, kx) patterns matching the survey")
+            h, w = image.shape
+            raise EmedgeError(f"'data' in {path} has shape {src.shape}; expected ({h}, {w}, E) spectra or "
+                              f"({h}, {w}, ky, kx) patterns matching the survey")
         return image
 
     def survey(self) -> Survey:

@@ -316,7 +316,8 @@ def test_run_replay_on_a_real_4d_scan_with_a_small_survey(tmp_path) -> None:
     out = tmp_path / "run"
     p = subprocess.run([sys.executable, "-m", "emedge_core", "run", "--instrument", "replay", "--data", str(MRC),
                         "--scalarizer", "com_magnitude", "--budget", "8", "--seeds", "4", "--out", str(out),
-                        "--json"], capture_output=True, text=True, timeout=300, env=os.environ | {"PYTHONWARNINGS": "ignore"})
+                        "--json"], capture_output=True, text=True, timeout=300,
+                       env=os.environ | {"PYTHONWARNINGS": "ignore"})
     assert p.returncode == 0, p.stderr
     assert "small 4x8 survey" in p.stderr
     summary = _json_tail(p.stdout)
@@ -330,3 +331,17 @@ def test_run_replay_on_a_real_4d_scan_with_a_small_survey(tmp_path) -> None:
     with h5py.File(out / "experiment.h5", "r") as f:
         stored, pos = value(f["experiment/frames"]), value(f["experiment/positions"])
     np.testing.assert_array_equal(stored, frames.reshape(4, 8, 4, 8)[pos[:, 0], pos[:, 1]])
+
+
+def test_scalarize_a_swift_h5_uses_its_energy_calibration_and_writes_the_survey(tmp_path, swift_si, capsys) -> None:
+    data, props = swift_si
+    _write_swift(tmp_path / "si.h5", data, props)
+    haadf = np.arange(12 * 14, dtype=np.float32).reshape(12, 14)
+    _write_swift(tmp_path / "haadf.h5", haadf, _swift_properties("HAADF", haadf.shape, 2, [(0, 0.25, "nm")] * 2))
+    out = tmp_path / "map.npy"
+    spec = '{"name": "eels_band_integral", "band_eV": [0, 2]}'        # channels 20..28 of -5 + 0.25 i
+    assert main(["scalarize", str(tmp_path / "si.h5"), "--survey", str(tmp_path / "haadf.h5"), "--scalarizer", spec,
+                 "--out", str(out), "--json"]) == 0
+    summary = _json_tail(capsys.readouterr().out)
+    np.testing.assert_allclose(np.load(out), data[..., 20:29].astype(np.float64).sum(axis=2), rtol=1e-6)
+    np.testing.assert_allclose(np.load(summary["survey"]), haadf.reshape(6, 2, 7, 2).mean(axis=(1, 3)))

@@ -62,7 +62,8 @@ def start(source: typing.Union[str, Instrument] = "microscope", scalarizer: typi
 
     scalarizer: a name or ``{"name": ..., <params>}``; budget, seeds, batch, acquisition,
     stop_uncertainty, seed, drift_every: see :class:`~emedge_core.experiment.ExperimentConfig`; window_px: patch
-    edge; patch_mode: "restrict" or "reflect" (every survey pixel a candidate); components: PCA scores per patch; survey_px, exposure_ms: survey size and camera exposure on the microscope (survey_px is
+    edge; patch_mode: "restrict" or "reflect" (every survey pixel a candidate); components: PCA scores per
+    patch; survey_px, exposure_ms: survey size and camera exposure on the microscope (survey_px is
     the twin's size too); out_dir: where the result is written (default :func:`default_out_dir`);
     document_window: the Swift window for the live data items (default: the first one).
     Frames are scalarized in Swift's process as they arrive, on the GPU when one is present and the

@@ -278,3 +278,23 @@ def test_cli_failure_and_errors(tmp_path: typing.Any) -> None:
         r = _cli(*args)
         assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("emedge: error:"), r.stderr
         assert message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_reads_the_hpc_settings_like_the_panel(tmp_path: typing.Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`emedge jobs submit` without --backend/--url takes [hpc] backend and url from the facility settings."""
+    script = tmp_path / "job.sh"
+    script.write_text("true\n")
+    conf = tmp_path / "emedge.toml"
+    conf.write_text('[hpc]\nbackend = "slurmrest"\nurl = "http://127.0.0.1:9"\n')     # nothing listens on port 9
+    monkeypatch.setenv("EMEDGE_CONFIG", str(conf))
+    monkeypatch.setenv("EMEDGE_SYSTEM_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.setenv("SLURM_REST_USER", "me")
+    monkeypatch.setenv("SLURM_REST_TOKEN", "t0ken-value-not-printed")
+    r = _cli("submit", "--script", str(script))
+    assert r.returncode == 2 and "127.0.0.1:9" in r.stderr and "Unreachable" in r.stderr, r.stderr
+    assert "t0ken-value-not-printed" not in r.stderr
+    r = _cli("submit", "--backend", "local", "--script", str(script), "--wait", "--json")     # the flag wins
+    assert r.returncode == 0 and json.loads(r.stdout.splitlines()[-1])["state"] == "COMPLETED", r.stderr
+    conf.write_text('[hpc]\nbackend = "pbs"\n')
+    r = _cli("submit", "--script", str(script))
+    assert r.returncode == 2 and "hpc.backend must be one of local, slurmrest, sfapi, not 'pbs'" in r.stderr

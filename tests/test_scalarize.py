@@ -12,7 +12,7 @@ import pytest
 from emedge_core import EmedgeError
 from emedge_core.cli import main
 from emedge_core.instrument import Frames
-from emedge_core.scalarize import REGISTRY, Reason, Reducer, get_backend, reduce
+from emedge_core.scalarize import REGISTRY, Reason, Reducer, Scalarizer, get_backend, reduce
 from emedge_core.scalarize import backends as backends_mod
 from emedge_core.scalarize import notice as notice_mod
 from emedge_core.scalarize.diffraction import bf_disk
@@ -617,3 +617,36 @@ def test_a_run_resolves_the_bf_disk_once_and_records_what_every_step_used(tmp_pa
         np.testing.assert_allclose(written[key], value)
     with open(paths["summary"]) as fp:
         assert json.load(fp)["resolved"].keys() == geo.keys()
+
+
+class PeakCounts(Scalarizer):
+    """A third-party reduction, as another package would ship it (highest count per pattern)."""
+
+    name = "peak_counts_plugin"
+    signal_kind = "diffraction"
+    unit = "counts"
+
+    def process(self, chunk: typing.Any, signal: typing.Any, be: typing.Any) -> typing.Any:
+        return be.xp.max(be.xp.reshape(chunk.data, (chunk.data.shape[0], -1)), axis=1)
+
+
+def test_third_party_scalarizers_register_through_entry_points(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.metadata
+
+    from emedge_core.scalarize import SCALARIZER_GROUP, from_spec
+
+    real = importlib.metadata.entry_points
+
+    def entry_points(**kw: typing.Any) -> typing.Any:
+        if kw.get("group") != SCALARIZER_GROUP:
+            return real(**kw)
+        return [importlib.metadata.EntryPoint("peak_counts_plugin", f"{__name__}:PeakCounts", SCALARIZER_GROUP),
+                importlib.metadata.EntryPoint("broken_plugin", "no_such_module_xyz:Nothing", SCALARIZER_GROUP)]
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    monkeypatch.setattr("emedge_core.scalarize.base.REGISTRY", dict(REGISTRY))
+    with pytest.raises(EmedgeError, match="scalarizer plug-in 'broken_plugin'.*failed to load"):
+        from_spec("broken_plugin")
+    cube = np.random.default_rng(3).poisson(4, (3, 4, 8, 8)).astype(np.uint16)
+    out = reduce("peak_counts_plugin", cube)
+    np.testing.assert_array_equal(out.values, cube.reshape(3, 4, -1).max(axis=-1))

@@ -156,13 +156,14 @@ def register(cls: S) -> S:
     return cls
 
 
-def load_plugins() -> dict[str, type[Scalarizer]]:
-    """Register the scalarizers installed through the ``emedge.scalarizers`` entry points (once
-    each) and return the whole registry. A plug-in that fails to load raises EmedgeError."""
+def load_plugins(name: typing.Optional[str] = None) -> dict[str, type[Scalarizer]]:
+    """Register the scalarizers installed through the ``emedge.scalarizers`` entry points (only
+    ``name``'s when given; each once) and return the whole registry. A plug-in that fails to load
+    raises EmedgeError naming it."""
     from importlib.metadata import entry_points
 
     for ep in entry_points(group=SCALARIZER_GROUP):
-        if ep.name in REGISTRY:
+        if ep.name in REGISTRY or (name is not None and ep.name != name):
             continue
         try:
             cls = ep.load()
@@ -192,7 +193,7 @@ def from_spec(spec: typing.Union[str, dict[str, typing.Any], Scalarizer]) -> Sca
         raise EmedgeError('scalarizer spec must be a name or a JSON object {"name": ..., <params>}')
     params = dict(spec)
     name = params.pop("name")
-    cls = REGISTRY.get(name) or load_plugins().get(name)
+    cls = REGISTRY.get(name) or load_plugins(name).get(name)
     if cls is None:
         raise EmedgeError(f"unknown scalarizer {name!r}; known: {', '.join(sorted(REGISTRY))}")
     try:

@@ -5,6 +5,9 @@ Every set is one ``.npz`` in ``$EMEDGE_CORPUS`` (default ``~/.cache/emedge-corpu
 - ``survey`` (H, W) float32: the HAADF (or HAADF-like) survey image the steerer sees;
 - ``measured`` (H, W) float64: the scalar a single noisy frame gives at each probe position;
 - ``truth`` (H, W) float64: the noise-free scalar (ground truth; the top-1 % sites come from it);
+- ``expected`` (H, W) float64: the mean of the scalar over 8 independent noisy frames, i.e. what a
+  measurement estimates (differs from ``truth`` where the scalarizer is biased under noise, e.g. a
+  CoM magnitude near zero);
 - ``step_A``: the scan step in angstrom; ``scalar`` and ``unit``: what the scalar is; ``method``.
 
 Sets (``SETS``):
@@ -22,8 +25,8 @@ Sets (``SETS``):
   128 x 128 at 1.0 A, computed like ``graphene_gb``.
 - ``eels_plasmon``  96 x 96 EELS SI of Ag-like nanorods on a thin carbon film: zero-loss tail +
   Drude bulk plasmon inside the rods + localized surface plasmons (dipole mode energy set by each
-  rod's aspect ratio) that peak at the rod tips and decay outside; scalar: ``eels_peak_max`` in
-  1-3.5 eV (counts); Poisson noise.
+  rod's aspect ratio) that peak at the rod tips and decay outside; scalar: ``eels_band_integral`` in
+  1.5-3.3 eV (the LSPR intensity, counts); Poisson noise.
 - ``eels_coreloss`` 64 x 64 EELS SI of Ti-rich precipitates in a matrix of varying thickness: power-law
   background plus a Ti L2,3-like edge (456 eV, white lines) scaled by the Ti areal density; scalar:
   ``eels_edge_intensity`` (counts); Poisson noise.
@@ -102,19 +105,22 @@ def _save(name: str, **arrays: typing.Any) -> None:
 
 # -- EELS and twin sets (main venv; the project's scalarizers turn spectra into scalars) -------------
 def _scalar_maps(clean: np.ndarray, energy: np.ndarray, spec: dict[str, typing.Any],
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(measured, truth) maps: the scalarizer ``spec`` on Poisson-noisy and on noise-free spectra."""
+                 rng: np.random.Generator, repeats: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(measured, truth, expected) maps: the scalarizer ``spec`` on Poisson-noisy spectra, on noise-free
+    spectra, and its mean over ``repeats`` more noisy draws."""
     sys.path.insert(0, os.path.join(HERE, ".."))
     from emedge_core.instrument import Frames
-    from emedge_core.scalarize import from_spec
+    from emedge_core.scalarize.reducer import Reducer
 
     h, w, e = clean.shape
-    sc = from_spec(spec)
     flat = clean.reshape(-1, e)
-    truth = np.asarray(sc(Frames(flat, "spectrum", energy_eV=energy)).values, np.float64)
+    truth = np.asarray(Reducer(spec).frames(Frames(flat, "spectrum", energy_eV=energy)).values, np.float64)
     noisy = rng.poisson(flat).astype(np.float32)
-    measured = np.asarray(sc(Frames(noisy, "spectrum", energy_eV=energy)).values, np.float64)
-    return measured.reshape(h, w), truth.reshape(h, w)
+    measured = np.asarray(Reducer(spec).frames(Frames(noisy, "spectrum", energy_eV=energy)).values, np.float64)
+    expected = np.mean([np.asarray(Reducer(spec).frames(Frames(rng.poisson(flat).astype(np.float32), "spectrum",
+                                                                 energy_eV=energy)).values, np.float64)
+                        for _ in range(repeats)], axis=0)
+    return measured.reshape(h, w), truth.reshape(h, w), expected.reshape(h, w)
 
 
 def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
@@ -152,11 +158,11 @@ def _eels_plasmon(size: int = 96, step_nm: float = 1.0, seed: int = 1) -> dict[s
     carbon = e * 6.0 * 24.0 ** 2 / ((e ** 2 - 24.0 ** 2) ** 2 + (e * 6.0) ** 2)
     lspr = lspr_amp[..., None] * np.exp(-0.5 * ((e - lspr_e[..., None]) / 0.18) ** 2)
     clean = zlp_tail + 2500 * (thick[..., None] * drude * inside[..., None] + 0.15 * carbon) + 900 * lspr + 5.0
-    measured, truth = _scalar_maps(clean.astype(np.float32), energy, {"name": "eels_peak_max", "range_eV": [1.0, 3.5]},
-                                   rng)
+    measured, truth, expected = _scalar_maps(clean.astype(np.float32), energy,
+                                             {"name": "eels_band_integral", "band_eV": [1.5, 3.3]}, rng)
     survey = rng.poisson(200 * (0.2 + thick + 0.8 * _blur(inside, 1.0))).astype(np.float32)
-    return {"survey": survey, "measured": measured, "truth": truth, "step_A": step_nm * 10,
-            "scalar": "eels_peak_max 1-3.5 eV", "unit": "counts", "method": "Drude + LSPR model, Poisson"}
+    return {"survey": survey, "measured": measured, "truth": truth, "expected": expected, "step_A": step_nm * 10,
+            "scalar": "eels_band_integral 1.5-3.3 eV (LSPR)", "unit": "counts", "method": "Drude + LSPR model, Poisson"}
 
 
 def _eels_coreloss(size: int = 64, step_nm: float = 0.5, seed: int = 2) -> dict[str, typing.Any]:
@@ -177,28 +183,29 @@ def _eels_coreloss(size: int = 64, step_nm: float = 0.5, seed: int = 2) -> dict[
     edge = np.where(e > onset, (np.maximum(e - onset, 1e-3) / 10 + 1) ** -1.2, 0.0) * (1 - np.exp(-np.maximum(e - onset, 0) / 1.0))
     white = np.exp(-0.5 * ((e - 458.0) / 0.9) ** 2) + 1.3 * np.exp(-0.5 * ((e - 463.5) / 1.1) ** 2)
     clean = background + (ti * thick)[..., None] * 90.0 * (edge + 1.5 * white)
-    measured, truth = _scalar_maps(clean.astype(np.float32), energy,
-                                   {"name": "eels_edge_intensity", "pre_eV": [420.0, 452.0], "post_eV": [455.0, 480.0]},
-                                   rng)
+    measured, truth, expected = _scalar_maps(
+        clean.astype(np.float32), energy,
+        {"name": "eels_edge_intensity", "pre_eV": [420.0, 452.0], "post_eV": [455.0, 480.0]}, rng)
     survey = rng.poisson(300 * (thick + 0.6 * ti)).astype(np.float32)
-    return {"survey": survey, "measured": measured, "truth": truth, "step_A": step_nm * 10,
+    return {"survey": survey, "measured": measured, "truth": truth, "expected": expected, "step_A": step_nm * 10,
             "scalar": "eels_edge_intensity Ti L 455-480 eV", "unit": "counts",
             "method": "power-law background + L-edge model, Poisson"}
 
 
 def _twin() -> dict[str, typing.Any]:
     sys.path.insert(0, os.path.join(HERE, ".."))
-    from emedge_core.scalarize import from_spec
+    from emedge_core.scalarize.reducer import Reducer
     from emedge_core.twin import DigitalTwin
 
     twin = DigitalTwin(signal="spectrum", seed=0)
-    sc = from_spec("eels_peak_energy")
-    truth = twin.truth(sc)
+    truth = twin.truth("eels_peak_energy")
+    sc = Reducer("eels_peak_energy").frames
     h, w = truth.shape
     pos = np.stack(np.mgrid[0:h, 0:w], axis=-1).reshape(-1, 2)
-    measured = np.concatenate([np.asarray(sc(twin.measure(pos[i:i + 2048])).values, np.float64)
-                               for i in range(0, len(pos), 2048)]).reshape(h, w)
-    return {"survey": twin.survey().image.astype(np.float32), "measured": measured, "truth": truth,
+    draws = [np.concatenate([np.asarray(sc(twin.measure(pos[i:i + 2048])).values, np.float64)
+                             for i in range(0, len(pos), 2048)]).reshape(h, w) for _ in range(5)]
+    return {"survey": twin.survey().image.astype(np.float32), "measured": draws[0], "truth": truth,
+            "expected": np.mean(draws[1:], axis=0),
             "step_A": 1.0, "scalar": "eels_peak_energy", "unit": "eV", "method": "digital twin"}
 
 
@@ -303,6 +310,7 @@ def _abtem_worker(name: str, out: str) -> None:
             return np.hypot(cy, cx)
 
         truth, measured = com_mag(clean), com_mag(noisy)
+        expected = np.mean([com_mag(rng.poisson(clean * DOSE).astype(np.float64)) for _ in range(8)], axis=0)
         hd = np.asarray(hd, np.float64)
         survey = rng.poisson(hd / hd.mean() * 50.0).astype(np.float32)
         method = f"abTEM {abtem.__version__} multislice, 80 kV, 20 mrad, detector {data.shape[2]}x{data.shape[3]}"
@@ -333,9 +341,11 @@ def _abtem_worker(name: str, out: str) -> None:
         # CoM of N electrons in a disk of radius a has sd ~ a / 2 / sqrt(N) per axis
         sd = SEMIANGLE / 2 / np.sqrt(DOSE)
         measured = np.hypot(cy + rng.normal(0, sd, cy.shape), cx + rng.normal(0, sd, cx.shape))
+        expected = np.mean([np.hypot(cy + rng.normal(0, sd, cy.shape), cx + rng.normal(0, sd, cx.shape))
+                            for _ in range(8)], axis=0)
         survey = rng.poisson(hd / hd.mean() * 50.0).astype(np.float32)
         method = f"abTEM {abtem.__version__} projected potential, thin phase object CoM, incoherent Z^1.7 survey"
-    np.savez_compressed(out + ".tmp.npz", survey=survey, measured=measured, truth=truth, step_A=step,
+    np.savez_compressed(out + ".tmp.npz", survey=survey, measured=measured, truth=truth, expected=expected, step_A=step,
                         scalar="com_magnitude", unit="mrad", method=method)
     os.replace(out + ".tmp.npz", out)
     print(json.dumps({"set": name, "shape": list(truth.shape), "atoms": len(atoms),

@@ -40,6 +40,7 @@ from emedge_core.dkl import Posterior
 
 STRUCTURES = ("pca", "space", "pca+space")
 WARP_FACTORS = (0.1, 1.0, 10.0)
+MARGIN = 0.05    # nats per measured point a position-term kernel must gain over the feature kernel
 _BOUNDS = {"sf": (1e-3, 20.0), "lf": (1e-2, 1e2), "ss": (1e-3, 20.0), "ls": (0.05, 20.0), "noise": (1e-4, 2.0)}
 
 
@@ -364,9 +365,10 @@ class Choice:
 
 
 def choose(inputs: Inputs, idx: np.ndarray, y: np.ndarray, previous: typing.Optional[Choice],
-           structures: typing.Sequence[str] = STRUCTURES, warp: str = "auto") -> Choice:
+           structures: typing.Sequence[str] = STRUCTURES, warp: str = "auto", margin: float = MARGIN) -> Choice:
     """Fit every structure x warp on the measured points and keep the best LOO log score (the
-    previous choice, refitted on today's data without moving its hyper-parameters, competes too)."""
+    previous choice, refitted on today's data without moving its hyper-parameters, competes too).
+    A structure with the position term must beat the plain feature kernel by ``margin`` nats per point."""
     y = np.asarray(y, np.float64)
     cs: list[typing.Optional[float]] = [None]
     if warp == "auto" and (y >= 0).all():
@@ -388,7 +390,7 @@ def choose(inputs: Inputs, idx: np.ndarray, y: np.ndarray, previous: typing.Opti
             mu, var = loo(inputs, idx, wp.forward(y), h)
         except torch.linalg.LinAlgError:
             continue
-        score = loo_log_score(y, wp, mu, var)
+        score = loo_log_score(y, wp, mu, var) - (margin if "space" in h.structure and "pca" in structures else 0.0)
         if best is None or score > best.score + 1e-9:
             z = np.abs(wp.forward(y) - mu) / np.sqrt(var)
             cal = max(1.0, float(np.quantile(z, 0.95)) / 1.96) if len(z) >= 10 else 1.0
@@ -572,6 +574,20 @@ class GPSurrogate:
         """Median, std and 95 % interval in scalar units; None before two values."""
         self._swap()
         return self.state.predictive() if self.state is not None else None
+
+    def zscores(self, values: np.ndarray) -> np.ndarray:
+        """(N,) |warped value - latent mean| / calibrated latent std at every candidate, for ``values``
+        (N,) in scalar units (e.g. the ground truth): <= 1.96 means inside the 95 % interval."""
+        self._swap()
+        if self.state is None:
+            raise RuntimeError("no model yet: tell at least two values")
+        st = self.state
+        v = np.asarray(values, np.float64)
+        if st.warp.c is not None:
+            v = np.maximum(v, -st.warp.c * (1 - 1e-9))
+        u = st.warp.forward(v)
+        sd = np.sqrt(np.maximum(st.var_u.cpu().numpy(), 1e-300)) * st.calibration
+        return np.abs(u - st.mean_u.cpu().numpy()) / sd
 
     def describe(self) -> dict[str, typing.Any]:
         """The current choice (kernel, hyper-parameters, LOO coverage) for summaries."""

@@ -381,8 +381,11 @@ def choose(inputs: Inputs, idx: np.ndarray, y: np.ndarray, previous: typing.Opti
         wp = Warp.fit(y, c)
         u = wp.forward(y)
         for st in structures:
-            init = prev_h.get(st) or Hypers(st, lf=inputs.median_feature_distance)
-            candidates.append((fit_hypers(inputs, idx, u, init), wp))
+            init = prev_h.get(st)
+            # a warm start needs few steps; a cold one more
+            h = fit_hypers(inputs, idx, u, init, iters=15) if init else fit_hypers(
+                inputs, idx, u, Hypers(st, lf=inputs.median_feature_distance), iters=40)
+            candidates.append((h, wp))
     if previous is not None and previous.hypers.structure in structures:
         candidates.append((previous.hypers, Warp.fit(y, previous.warp.c)))    # keep them if no better
     for h, wp in candidates:
@@ -512,7 +515,8 @@ class GPSurrogate:
                 import threading
 
                 prev = self.choice
-                self._worker = threading.Thread(target=self._work, args=(n, prev), daemon=True,
+                # not a daemon: the interpreter joins it at exit (killing torch mid-op aborts the process)
+                self._worker = threading.Thread(target=self._work, args=(n, prev), daemon=False,
                                                 name="emedge-gp-refit")
                 self._worker.start()
         elif n - self._fitted_n >= max(1, n // self.refit_fraction):

@@ -607,8 +607,10 @@ def test_a_run_resolves_the_bf_disk_once_and_records_what_every_step_used(tmp_pa
     for i, frames in enumerate(batches):
         np.testing.assert_allclose(result.values[4 * i:4 * i + 4], reduce(fixed, frames).values, rtol=1e-6)
     # what the bug did: preparing on every step's frames finds a different disk each time
-    per_step = [reduce(spec, frames).resolved["bf_radius_px"] for frames in batches[1:]]
-    assert any(abs(r - geo["bf_radius_px"]) > 1e-3 for r in per_step), (per_step, geo)
+    per_step = [reduce(spec, frames).resolved for frames in batches[1:]]
+    assert any(abs(g["bf_radius_px"] - geo["bf_radius_px"]) > 1e-3
+               or np.abs(np.subtract(g["bf_center_px"], geo["bf_center_px"])).max() > 1e-3 for g in per_step), \
+        (per_step, geo)
     paths = write_experiment(result, str(tmp_path))
     with h5py.File(paths["h5"], "r") as f:
         written = json.loads(f["experiment"].attrs["resolved"])

@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "emedge_core.commands.compress",
     "emedge_core.commands.serve",
     "emedge_core.commands.remote",
+    "emedge_core.commands.virtual",
     "emedge_core.commands.jobs",
     "emedge_core.commands.retrain",
 )

@@ -247,19 +247,22 @@ class DataSource:
 
 # ---------------------------------------------------------------------- entry point
 def open_data(path: str, dataset: typing.Union[None, str, int] = None,
-              survey: typing.Optional[str] = None) -> DataSource:
+              survey: typing.Optional[str] = None, kind: typing.Optional[str] = None) -> DataSource:
     """Open ``path`` (any supported format, see the module docstring) and choose one signal.
 
     dataset: the signal's title (or HDF5 path / array name) or its index in the list of the file's
     signals; without it a file holding one scan signal opens that one, and a file holding several
     raises an :class:`EmedgeError` that lists them. survey: a file whose HAADF/ADF image (at the
     scan's grid or a whole multiple of it, binned down) becomes :meth:`DataSource.survey`.
+    kind: "spectrum" or "diffraction" when the caller needs that kind (a scalarizer): without
+    ``dataset`` the only signal of that kind is chosen (in a plain HDF5 file the largest 3-D or 4-D
+    data set).
     """
     if not os.path.exists(path):
         raise EmedgeError(f"file not found: {path}")
     ext = os.path.splitext(path.rstrip("/"))[1].lower()
     if os.path.isdir(path) and ext != ".zspy":
-        src = _open_swift_library(path, dataset)
+        src = _open_swift_library(path, dataset, kind)
     elif ext == ".npy":
         src = _open_npy(path)
     elif ext == ".npz":
@@ -267,9 +270,9 @@ def open_data(path: str, dataset: typing.Union[None, str, int] = None,
     elif ext == ".ndata":
         src = _open_ndata(path)
     elif ext in (".h5", ".hdf5", ".emd", ".nxs", ".hspy"):
-        src = _open_hdf5(path, dataset, ext)
+        src = _open_hdf5(path, dataset, ext, kind)
     elif ext in RSCIIO_READERS:
-        src = _open_rsciio(path, RSCIIO_READERS[ext], dataset)
+        src = _open_rsciio(path, RSCIIO_READERS[ext], dataset, kind)
     else:
         raise EmedgeError(f"{path}: unknown format {ext or '(no extension)'}; supported: .dm3 .dm4 .emd .mib .hdr "
                           ".app5 .mrc .nxs .hspy .zspy .ndata .h5 .hdf5 .npy .npz or a Swift library folder")
@@ -283,7 +286,8 @@ def open_data(path: str, dataset: typing.Union[None, str, int] = None,
 
 
 # ---------------------------------------------------------------------- choosing a signal
-def _choose(path: str, cands: list[_Candidate], dataset: typing.Union[None, str, int]) -> _Candidate:
+def _choose(path: str, cands: list[_Candidate], dataset: typing.Union[None, str, int],
+            kind: typing.Optional[str] = None) -> _Candidate:
     listing = "; ".join(f"[{i}] {c.info()}" for i, c in enumerate(cands))
     if not cands:
         raise EmedgeError(f"{path} holds no numeric array")
@@ -302,6 +306,8 @@ def _choose(path: str, cands: list[_Candidate], dataset: typing.Union[None, str,
     if len(cands) == 1:
         return cands[0]
     scans = [c for c in cands if c.kind in ("spectrum", "diffraction") and any(a.navigate for a in c.axes)]
+    if len(scans) > 1 and kind is not None:
+        scans = [c for c in scans if c.kind == kind]
     if len(scans) == 1:
         return scans[0]
     raise EmedgeError(f"{path} holds {len(cands)} signals; choose one with --dataset NAME|INDEX: {listing}")
@@ -438,14 +444,14 @@ def _replay_layout(path: str, arrays: typing.Mapping[str, typing.Any], dataset: 
 
 
 # ---------------------------------------------------------------------- HDF5 family
-def _open_hdf5(path: str, dataset: typing.Union[None, str, int], ext: str) -> DataSource:
+def _open_hdf5(path: str, dataset: typing.Union[None, str, int], ext: str, kind: typing.Optional[str]) -> DataSource:
     import h5py
     import hdf5plugin  # noqa: F401  (registers the Blosc2/Bitshuffle/zstd filters of compressed files)
 
     if ext == ".nxs":
-        return _open_rsciio(path, "nexus", dataset)
+        return _open_rsciio(path, "nexus", dataset, kind)
     if ext == ".hspy":
-        return _open_rsciio(path, "hspy", dataset)
+        return _open_rsciio(path, "hspy", dataset, kind)
     try:
         f = h5py.File(path, "r")
     except OSError as e:
@@ -455,10 +461,6 @@ def _open_hdf5(path: str, dataset: typing.Union[None, str, int], ext: str) -> Da
                                                                    "file_format", "NX_class")}
         if attrs.get("emd_group_type") == "file" and attrs.get("authoring_program", "").startswith("nionswift-emedge"):
             return _open_emedge_emd(path, f, dataset)
-        if "experiment" in f:
-            f.close()
-            raise EmedgeError(f"{path} is an emedge experiment file of an older layout; replay it with "
-                              "emedge run --instrument replay")
         reader = None
         if attrs.get("emd_group_type") == "file" or "Version" in f and "Data" in f:
             reader = "emd"                       # py4DSTEM/emdfile EMD 1.0 or Velox/FEI
@@ -470,14 +472,14 @@ def _open_hdf5(path: str, dataset: typing.Union[None, str, int], ext: str) -> Da
             reader = "nexus"
         if reader is not None:
             f.close()
-            return _open_rsciio(path, reader, dataset)
+            return _open_rsciio(path, reader, dataset, kind)
         ds = f.get("data")
         if isinstance(ds, h5py.Dataset) and "properties" in ds.attrs and dataset in (None, "data", 0, "0"):
             return _swift_item(path, ds, _json(ds.attrs["properties"]), closers=[f.close])
         if dataset is None and isinstance(ds, h5py.Dataset) or dataset is not None and str(dataset) in f and \
                 isinstance(f[str(dataset)], h5py.Dataset) and str(dataset) in ("data", "survey", "energy_eV"):
             return _replay_layout(path, f, dataset, {}, closers=[f.close])
-        return _generic_hdf5(path, f, dataset)
+        return _generic_hdf5(path, f, dataset, kind)
     except BaseException:
         if f.id.valid:
             f.close()
@@ -496,7 +498,8 @@ def _json(v: typing.Any) -> dict[str, typing.Any]:
     return out if isinstance(out, dict) else {}
 
 
-def _generic_hdf5(path: str, f: typing.Any, dataset: typing.Union[None, str, int]) -> DataSource:
+def _generic_hdf5(path: str, f: typing.Any, dataset: typing.Union[None, str, int],
+                  kind: typing.Optional[str]) -> DataSource:
     """Any HDF5 file: its numeric data sets by path (the largest first); EMD 1.0 dim vectors as calibrations."""
     import h5py
 
@@ -517,8 +520,15 @@ def _generic_hdf5(path: str, f: typing.Any, dataset: typing.Union[None, str, int
             axes[-1] = Axis("energy", "eV", float(energy[0]), float(energy[1] - energy[0]) if len(energy) > 1 else 1.0,
                             d.shape[-1], False)
         cands.append(_Candidate(d.name.lstrip("/"), d, axes, tuple(range(d.ndim)), {}))
-    if dataset is None and cands:
-        chosen = cands[0]                           # the largest, as before
+    if dataset is None and kind is not None:      # the largest 3-D (spectra) or 4-D (patterns) data set
+        want = 3 if kind == "spectrum" else 4
+        fitting = [c for c in cands if len(c.shape) == want]
+        if not fitting:
+            f.close()
+            raise EmedgeError(f"{path} holds no {want}-D dataset for {kind} frames; name one with --dataset")
+        chosen = fitting[0]
+    elif dataset is None and cands:
+        chosen = cands[0]                           # the largest
     else:
         chosen = _choose(path, cands, dataset)
     src = _source(path, cands, chosen, closers=[f.close])
@@ -640,7 +650,7 @@ def _open_ndata(path: str) -> DataSource:
     return _swift_item(path, data, props)
 
 
-def _open_swift_library(path: str, dataset: typing.Union[None, str, int]) -> DataSource:
+def _open_swift_library(path: str, dataset: typing.Union[None, str, int], kind: typing.Optional[str]) -> DataSource:
     """A Swift library folder: each .ndata / .h5 data item is one signal (title from its properties)."""
     import h5py
 
@@ -663,7 +673,7 @@ def _open_swift_library(path: str, dataset: typing.Union[None, str, int]) -> Dat
         raise EmedgeError(f"{path} is a folder without Swift data items (.ndata / .h5)")
     cands = [_Candidate(str(props.get("title", "") or os.path.basename(p)), None, _swift_axes(shape, props),
                         tuple(range(len(shape))), props) for p, props, shape in items]
-    chosen = _choose(path, cands, dataset)
+    chosen = _choose(path, cands, dataset, kind)
     src = open_data(items[cands.index(chosen)][0])
     src.signals = [c.info() for c in cands]
     if src._survey is None and len(src.nav_shape) == 2:
@@ -680,7 +690,8 @@ def _open_swift_library(path: str, dataset: typing.Union[None, str, int]) -> Dat
 
 
 # ---------------------------------------------------------------------- rosettasciio
-def _open_rsciio(path: str, reader: str, dataset: typing.Union[None, str, int]) -> DataSource:
+def _open_rsciio(path: str, reader: str, dataset: typing.Union[None, str, int],
+                 kind: typing.Optional[str] = None) -> DataSource:
     import importlib
     import warnings
 
@@ -716,7 +727,7 @@ def _open_rsciio(path: str, reader: str, dataset: typing.Union[None, str, int]) 
         n = titles[:i + 1].count(c.title)
         if n > 1:
             c.title = f"{c.title}#{n}"
-    chosen = _choose(path, cands, dataset)
+    chosen = _choose(path, cands, dataset, kind)
     return _source(path, cands, chosen)
 
 

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from emedge_core.scalarize import Reason, from_spec, reduce
 
     scalarizer = from_spec(args.scalarizer)
-    with open_data(args.file, dataset=args.dataset, survey=args.survey) as src:
+    with open_data(args.file, dataset=args.dataset, survey=args.survey, kind=scalarizer.signal_kind) as src:
         want = 1 if scalarizer.signal_kind == "spectrum" else 2
         if len(src.sig_shape) != want or len(src.nav_shape) not in (1, 2):
             raise EmedgeError(f"{scalarizer.name!r} needs {scalarizer.signal_kind} frames "

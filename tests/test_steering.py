@@ -177,3 +177,17 @@ def test_default_finds_at_least_the_plain_gps_top_sites():
     default = sum(top_found("default", s, twin, truth) for s in range(3))
     plain = sum(top_found("plain", s, twin, truth) for s in range(3))
     assert default >= plain, (default, plain)
+
+
+def test_run_summary_has_latency_idle_and_loo_coverage():
+    from emedge_core.experiment import Experiment, ExperimentConfig
+
+    twin = DigitalTwin(size=48, seed=2)
+    cfg = ExperimentConfig(budget=20, seeds=6, window=8, components=8, dwell_s=0.002)
+    res = Experiment(twin, "eels_peak_energy", cfg).run()
+    s = res.summary()
+    assert s["seconds_per_step_p95"] >= s["seconds_per_step_median"] > 0
+    assert 0 < s["instrument_idle_fraction"] < 1 and s["dwell_s"] == 0.002
+    assert s["model"] in gp.STRUCTURES
+    assert set(s["loo_coverage"]) == {"1sigma", "2sigma"} and 0 <= s["loo_coverage"]["2sigma"] <= 1
+    assert np.isfinite(res.prediction[~np.isnan(res.prediction)]).all()

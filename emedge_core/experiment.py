@@ -11,6 +11,7 @@ be paused, resumed and stopped from another thread, and returns an
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import inspect
 import threading
 import time
@@ -134,6 +135,9 @@ class ExperimentResult:
     measure_seconds: list[float] = dataclasses.field(default_factory=list)  # per step: the instrument measuring
     model: dict[str, typing.Any] = dataclasses.field(default_factory=dict)  # kernel, hyper-parameters, LOO coverage
     resolved: dict[str, typing.Any] = dataclasses.field(default_factory=dict)   # scalarizer geometry every step used
+    measured_s: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))   # (n,) s from the start, per frame
+    started_utc: str = ""                                                    # ISO time the run started
+    timeline: list[dict[str, typing.Any]] = dataclasses.field(default_factory=list)   # state changes, see _changes
 
     def summary(self) -> dict[str, typing.Any]:
         """The JSON contract of ``emedge run --json`` (and summary.json)."""
@@ -251,6 +255,10 @@ class Experiment:
         needs_model = cfg.acquisition != "random" or callback is not None or len(rules) > 1
         reducer = Reducer(self.scalarizer)   # prepared once, on the first good frames; fixed for the run
         state = self.instrument.state()
+        started_utc = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+        flat = _flatten(state)
+        measured_s: list[float] = []
+        timeline: list[dict[str, typing.Any]] = []
         tracker = DriftTracker(survey.image) if cfg.drift_every else None
         findings: list[dict[str, typing.Any]] = []
         probes: list[np.ndarray] = []
@@ -297,8 +305,18 @@ class Experiment:
                 if cfg.dwell_s > 0:
                     time.sleep(cfg.dwell_s * len(probe))
                 measure_s.append(time.perf_counter() - t_m)
-                if step == 0:
-                    findings = _check(measured, state)
+                t_done = time.perf_counter() - started
+                measured_s.extend([t_done] * len(measured))
+                n_now = len(steerer.order) + len(measured)
+                now_state = self.instrument.state()      # the state hook: once per step, kept where it changed
+                now = _flatten(now_state)
+                changed = _changes(flat, now)
+                if changed:
+                    timeline.append({"n": n_now, "s": t_done, "changed": changed})
+                    flat = now
+                if step == 0 or changed:      # the metadata checks follow the state over the whole run
+                    seen = {f["key"] for f in findings}
+                    findings += [f | {"n": n_now} for f in _check(measured, now_state) if f["key"] not in seen]
                 result = reducer.frames(measured)
                 probes.append(np.asarray(probe, np.int64))
                 if t_told is not None:       # the previous observe -> this suggest's answer
@@ -340,7 +358,25 @@ class Experiment:
             instrument_state=state, n_candidates=len(patches), step_measured=step_measured,
             probe_positions=np.concatenate(probes) if probes else np.zeros((0, 2), np.int64),
             resolved=reducer.resolved, drift=tracker.as_array() if tracker is not None else np.zeros((0, 4)), findings=findings,
-            decide_seconds=decide, measure_seconds=measure_s, model=steerer.model.describe())
+            decide_seconds=decide, measure_seconds=measure_s, model=steerer.model.describe(),
+            measured_s=np.asarray(measured_s, np.float64), started_utc=started_utc, timeline=timeline)
+
+
+def _flatten(state: dict[str, typing.Any], prefix: str = "") -> dict[str, typing.Any]:
+    """``state`` with nested dicts as dotted keys ({"stage": {"x_m": 1}} -> {"stage.x_m": 1})."""
+    out: dict[str, typing.Any] = {}
+    for k, v in state.items():
+        if isinstance(v, dict):
+            out |= _flatten(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v.tolist() if hasattr(v, "tolist") else list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def _changes(before: dict[str, typing.Any], after: dict[str, typing.Any]) -> dict[str, typing.Any]:
+    """The keys of the flat state ``after`` whose value differs from ``before`` (None: key gone)."""
+    out = {k: v for k, v in after.items() if k not in before or before[k] != v}
+    return out | {k: None for k in before if k not in after}
 
 
 def _check(frames: Frames, state: dict[str, typing.Any]) -> list[dict[str, typing.Any]]:

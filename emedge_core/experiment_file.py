@@ -12,6 +12,9 @@ group ``/experiment/<name>`` with its values in ``data``. Root attributes hold t
 scalarizer, instrument state (JSON), package version, the rule that stopped it, ``findings``
 (JSON: metadata the frames contradict, :mod:`emedge_core.consistency`) and ``resolved`` (JSON: the
 scalarizer geometry found on the first good frames and used by every step, e.g. the bright-field disk).
+The instrument's state over time: ``measured_s`` (n,) seconds from ``started_utc`` (root attribute,
+ISO UTC) to each measurement, and ``state_timeline`` (JSON list of {"n": measurements so far, "s":
+seconds, "changed": {dotted state key: new value}}): only what changed after ``instrument_state``.
 :class:`emedge_core.replay.Replay` and :func:`emedge_core.emd.read` read it.
 """
 from __future__ import annotations
@@ -40,7 +43,8 @@ def write_experiment(result: ExperimentResult, out_dir: str,
         "survey_pixel_size_nm": result.survey.pixel_size_nm, "config": json.dumps(dataclasses.asdict(result.config)),
         "scalarizer": json.dumps(result.scalarizer),
         "instrument_state": json.dumps(result.instrument_state, default=emd.jsonable),
-        "findings": json.dumps(result.findings), "resolved": json.dumps(result.resolved, default=emd.jsonable)}
+        "findings": json.dumps(result.findings), "resolved": json.dumps(result.resolved, default=emd.jsonable),
+        "started_utc": result.started_utc, "state_timeline": json.dumps(result.timeline, default=emd.jsonable)}
     if "energy_eV" not in result.frame_axis and result.frame_axis.get("mrad_per_px") is not None:
         attrs["mrad_per_px"] = float(result.frame_axis["mrad_per_px"])
     prov = provenance.collect({"config": dataclasses.asdict(result.config), "scalarizer": result.scalarizer,
@@ -69,6 +73,8 @@ def _arrays(result: ExperimentResult) -> tuple[dict[str, np.ndarray], dict[str, 
         arrays["probe_positions"] = result.probe_positions.astype(np.int64)
     if len(result.drift):
         arrays["drift"] = np.asarray(result.drift, np.float64)
+    if len(result.measured_s):
+        arrays["measured_s"] = np.asarray(result.measured_s, np.float64)
     sig = {"survey": 1, "prediction": 1, "uncertainty": 1, "positions": 1, "probe_positions": 1, "drift": 1,
            "frames": result.frames.ndim - 1}
     scan: list[emd.AxisSpec] = [("y", "nm", 0.0, px), ("x", "nm", 0.0, px)]

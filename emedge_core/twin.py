@@ -275,6 +275,7 @@ class DigitalTwin:
             "probe_current_pA": 50.0,
             "defocus_nm": 0.0,
             "survey_pixel_size_nm": s.pixel_size_nm,
+            "specimen_drift_px": list(self.drift_px),     # where the specimen has moved under the scan so far
         }
 
     def available(self) -> typing.Optional[np.ndarray]:

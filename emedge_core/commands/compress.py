@@ -248,3 +248,7 @@ def _print_emd(desc: dict[str, typing.Any]) -> None:
             print(f"WARNING: {name}: {a['warning']}")
     for key, value in desc["provenance"].items():
         print(f"  provenance.{key}: {value}")
+    from emedge_core.timeline import describe
+
+    for line in describe(desc["path"]):      # experiment.h5: the instrument's state over the run
+        print(line)

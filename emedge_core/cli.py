@@ -23,6 +23,8 @@ COMMAND_MODULES = (
     "emedge_core.commands.virtual",
     "emedge_core.commands.jobs",
     "emedge_core.commands.retrain",
+    "emedge_core.commands.stream",
+    "emedge_core.commands.follow",
 )
 
 

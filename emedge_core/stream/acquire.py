@@ -1,0 +1,248 @@
+"""The acquisition chain: instrument -> bounded queue (raw spill) -> scalarize -> EMD file + stage.
+
+One thread acquires the scan row by row (``instrument.measure`` on the W positions of a row) and
+hands each row to a :class:`~emedge_core.stream.spill.SpillQueue`; it is never blocked. The calling
+thread takes the rows in order, reduces them with one :class:`~emedge_core.scalarize.Reducer`
+(prepared once, on the first row with good frames) into the scalar map - the latency of a frame is
+the time from its arrival to its value in the map - then appends them to an
+:class:`emd.StreamWriter <emedge_core.emd.StreamWriter>` and, with a stage directory, publishes each
+block of rows matching the file's chunks (:class:`~emedge_core.stream.stage.Publisher`).
+
+Faults stop cleanly: the stage full or unwritable stops acquisition, the rows already received still
+go to the file; the instrument stopping (an error, ``stop`` set, SIGINT) leaves a valid partial file
+that says how far it got (``scalar_map`` metadata ``rows_acquired``, ``complete``, ``stopped``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import threading
+import time
+import typing
+
+import numpy as np
+
+from emedge_core import EmedgeError, emd
+from emedge_core.emd.layout import os_error
+from emedge_core.instrument import Instrument
+from emedge_core.scalarize import Reducer, Signal, from_spec
+from emedge_core.stream.spill import Row, SpillQueue
+from emedge_core.stream.stage import Publisher
+
+KINDS = {"si": "spectrum", "4d": "diffraction"}
+DEFAULT_SCALARIZER = {"si": "eels_peak_energy", "4d": "virtual_bf"}
+QUEUE_BYTES = 256 << 20          # rows held in memory before they spill raw to disk
+
+
+@dataclasses.dataclass
+class StreamResult:
+    """What one streamed scan did (the CLI's JSON line holds these fields)."""
+
+    frames: int                   # frames written to the file
+    dropped: int                  # frames acquired but not written (only after a write fault)
+    chunks_published: int         # block files published to the stage
+    seconds: float                # first row's arrival to the file closed
+    sustained_MBps: float         # raw frame MB (1e6 B) through the whole chain per second
+    latency_ms_p50: float         # frame arrival -> its value in the map
+    latency_ms_p95: float
+    scalar_map: str               # the (H, W[, k]) .npy map
+    complete: bool
+    stopped: typing.Optional[str]   # why the scan ended early, else None
+    rows: int                     # rows acquired
+    spilled_frames: int           # frames that waited on disk (raw) because the queue was full
+    peak_queue_MB: float
+    resolved: dict[str, typing.Any]
+
+    def summary(self) -> dict[str, typing.Any]:
+        return dataclasses.asdict(self)
+
+
+def map_path(out: str) -> str:
+    """Where the scalar map of ``out`` (FILE.h5) goes: FILE.map.npy."""
+    return os.path.splitext(out)[0] + ".map.npy"
+
+
+def _block_rows(sink: emd.ArraySink, width: int) -> int:
+    """Rows per published block: the rows of one EMD chunk (1 when a chunk is part of a row)."""
+    return max(1, int(sink.r)) if int(sink.c) >= width else 1
+
+
+def _arm(spec: typing.Any, kind: str, dtype: typing.Optional[np.dtype]) -> Reducer:
+    """A reducer on a tiny signal that has chosen its backend and run its kernels once (the first
+    device look-up and JIT compile take seconds; a scan's first rows should not wait for them)."""
+    shape = (8,) if KINDS[kind] == "spectrum" else (4, 4)
+    energy = np.arange(8.0) if KINDS[kind] == "spectrum" else None
+    armed = Reducer(spec, signal=Signal(KINDS[kind], shape, energy), dtype=dtype)
+    armed.reduce_chunk(np.ones((2,) + shape, dtype or np.float32))
+    return armed
+
+
+def stream(instrument: Instrument, kind: str, scan: tuple[int, int], out: str, stage: typing.Optional[str] = None,
+           scalarizer: typing.Any = None, codec: str = "auto", dtype: typing.Any = None,
+           queue_bytes: int = QUEUE_BYTES, stop: typing.Optional[threading.Event] = None) -> StreamResult:
+    """Acquire the (H, W) ``scan`` from ``instrument`` row by row into ``out`` (EMD) and ``stage``.
+
+    kind: "si" (spectra) or "4d" (diffraction patterns); scalarizer: a spec (default per kind);
+    codec: of ``out`` (block files use Blosc2 LZ4); dtype: store frames as this dtype (e.g. uint16
+    counts; values must fit), default theirs; queue_bytes: memory for waiting rows before raw spill;
+    stop: set it to end the scan after the current row.
+    """
+    if kind not in KINDS:
+        raise EmedgeError(f"--kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    h, w = (int(v) for v in scan)
+    if h < 1 or w < 1:
+        raise EmedgeError(f"--scan must be HxW with H, W >= 1, not {h}x{w}")
+    survey = instrument.survey().shape
+    if h > survey[0] or w > survey[1]:
+        raise EmedgeError(f"--scan {h}x{w} is larger than the instrument's {survey[0]}x{survey[1]} scan area")
+    if getattr(instrument, "signal_kind", KINDS[kind]) != KINDS[kind]:
+        raise EmedgeError(f"the instrument gives {instrument.signal_kind} frames; use --kind "
+                          f"{'si' if instrument.signal_kind == 'spectrum' else '4d'}")
+    spec = from_spec(scalarizer or DEFAULT_SCALARIZER[kind])
+    if spec.signal_kind != KINDS[kind]:
+        raise EmedgeError(f"--scalarizer {spec.name} reduces {spec.signal_kind} frames; --kind {kind} gives "
+                          f"{KINDS[kind]} frames")
+    store = None if dtype is None else np.dtype(dtype)
+    stop = stop or threading.Event()
+    spill_dir = out + ".spill"
+    q = SpillQueue(queue_bytes, spill_dir)
+    calib: dict[str, typing.Any] = {}
+    failure: list[BaseException] = []
+    acquired = [0]
+
+    def acquire() -> None:
+        try:
+            for r in range(h):
+                if stop.is_set():
+                    break
+                got = instrument.measure(np.stack([np.full(w, r), np.arange(w)], axis=1))
+                arrived = time.perf_counter()
+                data = np.asarray(got.data)
+                if store is not None and data.dtype != store:
+                    if store.kind in "ui" and len(data) and data.max() > np.iinfo(store).max:
+                        raise EmedgeError(f"frame values up to {data.max():g} do not fit --dtype {store}")
+                    data = data.astype(store)
+                if not calib:
+                    calib.update(energy_eV=got.energy_eV, mrad_per_px=got.mrad_per_px)
+                q.put(Row(r, data, arrived))
+                acquired[0] = r + 1
+        except BaseException as e:         # the instrument stopped: the consumer closes a partial file
+            failure.append(e)
+        finally:
+            q.close()
+
+    armed = _arm(spec, kind, store)      # backend chosen and kernels compiled before the first frame
+    producer = threading.Thread(target=acquire, name="emedge-acquire", daemon=True)
+    writer: typing.Optional[emd.StreamWriter] = None
+    publisher: typing.Optional[Publisher] = None
+    reducer: typing.Optional[Reducer] = None
+    values = reason = None
+    latency: list[float] = []
+    pending: list[np.ndarray] = []
+    block_start, block_rows, published, done, raw_bytes = 0, 1, 0, 0, 0
+    stopped: typing.Optional[str] = None
+    dropped = 0
+    t0 = time.perf_counter()
+    first_arrival: typing.Optional[float] = None
+    producer.start()
+    try:
+        while (row := q.get()) is not None:
+            frames = row.load()
+            if first_arrival is None:
+                first_arrival = row.arrived
+            if writer is None:
+                sig = tuple(int(s) for s in frames.shape[1:])
+                energy = calib.get("energy_eV")
+                signal = Signal(KINDS[kind], sig, None if energy is None else np.asarray(energy, np.float64),
+                                calib.get("mrad_per_px"))
+                reducer = Reducer(spec, signal=signal, backend=armed.backend, dtype=frames.dtype)
+                values = np.full((h, w, reducer.components), np.nan)
+                reason = np.zeros((h, w), np.uint8)
+                dims: list[typing.Any] = [("y", "pixels", 0.0, 1.0), ("x", "pixels", 0.0, 1.0)]
+                if energy is not None:
+                    dims.append(emd.Axis("energy", "eV", np.asarray(energy, np.float64)))
+                writer = emd.StreamWriter(out, "data", sig, frames.dtype, (h, w), codec, dims=dims,
+                                          metadata={"instrument": instrument.state()})
+                block_rows = _block_rows(writer.sink, w)
+                if stage:
+                    publisher = Publisher(stage, {"kind": kind, "scan": [h, w], "frame_shape": list(sig),
+                                                  "dtype": str(frames.dtype), "energy_eV": energy,
+                                                  "mrad_per_px": calib.get("mrad_per_px"), "block_rows": block_rows})
+            assert reducer is not None and values is not None and reason is not None
+            v, why = reducer.feed(frames)
+            values[row.index], reason[row.index] = v, why
+            latency.append(time.perf_counter() - row.arrived)
+            writer.append(frames)
+            done, raw_bytes = row.index + 1, raw_bytes + frames.nbytes
+            if publisher is not None:
+                pending.append(frames)
+                if len(pending) == block_rows or done == h:
+                    try:
+                        publisher.publish(block_start, np.stack(pending))
+                        published += 1
+                    except (OSError, EmedgeError) as e:
+                        err = os_error(e) if isinstance(e, OSError) else str(e)
+                        stopped = f"stage {stage}: {err}; acquisition stopped after {acquired[0]} of {h} rows"
+                        stop.set()
+                        publisher = None
+                    block_start, pending = done, []
+    except EmedgeError as e:               # the file itself failed (its disk full): keep what it holds
+        stop.set()
+        stopped = str(e)
+        dropped = q.discard()
+    finally:
+        stop.set()
+        producer.join()
+        if failure and stopped is None:
+            cause = failure[0]
+            stopped = f"instrument stopped after {acquired[0]} of {h} rows ({type(cause).__name__}: {cause})"
+        if done < h and stopped is None:
+            stopped = f"stopped after {done} of {h} rows"
+        if os.path.isdir(spill_dir):
+            shutil.rmtree(spill_dir, ignore_errors=True)
+    if writer is None or reducer is None or values is None or reason is None:
+        raise EmedgeError(f"no frame arrived: {stopped}")
+    if publisher is not None and pending:        # a stopped scan: its last, short block
+        try:
+            publisher.publish(block_start, np.stack(pending))
+            published += 1
+        except (OSError, EmedgeError) as e:
+            stopped = f"{stopped}; stage {stage}: {os_error(e) if isinstance(e, OSError) else e}"
+            publisher = None
+    complete = done == h and stopped is None
+    k = values.shape[2]
+    smap: np.ndarray = values[..., 0] if k == 1 else values
+    if complete and reducer.scalarizer.map_level:
+        smap = reducer.finish(smap, reason)
+    resolved = reducer.resolved
+    how_far = {"rows_acquired": done, "frames_acquired": done * w, "complete": complete, "stopped": stopped,
+               "scalarizer": reducer.scalarizer.params(),
+               "resolved": resolved}
+    try:
+        writer.write_array("scalar_map", smap, metadata={"stream": how_far})
+        writer.write_array("scalar_reason", reason)
+    except EmedgeError as e:
+        stopped = stopped or str(e)
+    frames_written = writer.sink.frames_written
+    try:
+        writer.close()
+    except EmedgeError:
+        if complete:
+            raise
+    frames_written = max(frames_written, writer.sink.frames_written)
+    if publisher is not None:
+        try:
+            publisher.end(complete, stopped)
+        except OSError as e:
+            stopped = f"{stopped}; stage {stage}: {os_error(e)}"
+    path = map_path(out)
+    np.save(path, smap)
+    seconds = time.perf_counter() - (first_arrival or t0)
+    lat = np.asarray(latency) * 1e3
+    return StreamResult(frames=int(frames_written), dropped=int(dropped + done * w - frames_written),
+                        chunks_published=published, seconds=seconds,
+                        sustained_MBps=raw_bytes / 1e6 / seconds if seconds > 0 else 0.0,
+                        latency_ms_p50=float(np.percentile(lat, 50)), latency_ms_p95=float(np.percentile(lat, 95)),
+                        scalar_map=path, complete=complete, stopped=stopped, rows=done,
+                        spilled_frames=q.spilled_frames, peak_queue_MB=q.peak_bytes / 1e6, resolved=resolved)

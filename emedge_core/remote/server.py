@@ -241,10 +241,7 @@ class SteerSession:
     """Suggest/observe on a survey: the server keeps the model, the client measures and scalarizes."""
 
     def __init__(self, server: RemoteServer, request: schemas.SteerRequest, caller: str) -> None:
-        from emedge_core.acquisition import make_acquisition
-        from emedge_core.dkl import DKLRegressor
-        from emedge_core.patches import make_patches
-        from emedge_core.steer import Steerer
+        from emedge_core.experiment import make_steerer
 
         self.id, self.caller, self.request = uuid.uuid4().hex[:12], caller, request
         instrument, release = server.instruments.lease(request.signal)
@@ -252,12 +249,10 @@ class SteerSession:
             survey, available = instrument.survey(), instrument.available()
         finally:
             release()
-        patches = make_patches(survey.image, request.window, "restrict", available, 16)
-        model = DKLRegressor(patches.features.shape[1], window=request.window, seed=request.seed)
-        acquisition = make_acquisition(request.acquisition,
-                                       **({"beta": request.beta} if request.acquisition == "ucb" else {}))
-        self.steerer = Steerer(patches, model, acquisition, seeds=request.seeds, batch=request.batch,
-                               seed=request.seed)
+        config = ExperimentConfig(seeds=request.seeds, batch=request.batch, acquisition=request.acquisition,
+                                  acquisition_params={"beta": request.beta} if request.acquisition == "ucb" else {},
+                                  window=request.window, seed=request.seed)
+        self.steerer = make_steerer(survey.image, config, available)     # as a run on this survey would steer
         self.survey_shape = survey.shape
         self.lock = threading.Lock()
 

@@ -23,4 +23,5 @@ def open_replay(options: InstrumentOptions) -> Instrument:
     """The ``replay`` entry point: frames from a file (:class:`emedge_core.replay.Replay`)."""
     if not options.data:
         raise EmedgeError("--instrument replay needs --data FILE")
-    return typing.cast(Instrument, Replay(options.data, dataset=options.dataset, survey=options.survey))
+    return typing.cast(Instrument, Replay(options.data, dataset=options.dataset, survey=options.survey,
+                                          kind=options.signal_kind))

@@ -53,9 +53,10 @@ class Replay:
     """An :class:`~emedge_core.instrument.Instrument` that reads frames from a file."""
 
     def __init__(self, path: str, dataset: typing.Union[None, str, int] = None,
-                 survey: typing.Optional[str] = None) -> None:
+                 survey: typing.Optional[str] = None, kind: typing.Optional[str] = None) -> None:
         """``dataset``: the signal of a file holding several (title or index); ``survey``: a file with
-        the HAADF/ADF image of the scan (at its grid or a whole multiple, binned)."""
+        the HAADF/ADF image of the scan (at its grid or a whole multiple, binned); ``kind``: "spectrum"
+        or "diffraction", the frames the scalarizer wants (chooses among a file's signals)."""
         self.path = path
         self._mask: typing.Optional[np.ndarray] = None
         self._slot: typing.Optional[np.ndarray] = None
@@ -81,7 +82,7 @@ class Replay:
         else:
             from emedge_core.io import open_data
 
-            src = open_data(path, dataset=dataset, survey=survey)
+            src = open_data(path, dataset=dataset, survey=survey, kind=kind)
             self._src = src
             try:
                 survey_img = self._scan(src)

@@ -127,8 +127,8 @@ def check_energy_windows(scalarizer: typing.Any, energy_eV: typing.Optional[np.n
     for name, (a, b) in bands.items():
         if not ((e >= a) & (e <= b)).any():
             raise EmedgeError(f"{scalarizer.name!r} window {name}={a:g}-{b:g} eV holds no channel of the spectra "
-                              f"({lo:.1f}-{hi:.1f} eV); set {name} inside it in --scalarizer "
-                              f"(e.g. '{{\"name\": \"{scalarizer.name}\", \"{name}\": [{lo:.0f}, {hi:.0f}]}}')")
+                              f"({lo:.1f}-{hi:.1f} eV); set {name} inside it in the scalarizer's parameters "
+                              f"(--scalarizer '{{\"name\": \"{scalarizer.name}\", \"{name}\": [{lo:.0f}, {hi:.0f}]}}')")
 
 
 def check(frames: Frames, state: dict[str, typing.Any]) -> list[Finding]:

@@ -81,6 +81,14 @@ def start(source: typing.Union[str, Instrument] = "microscope", scalarizer: typi
                               drift_every=None if drift_every is None else int(drift_every))
     instrument = make_instrument(source, scal.signal_kind, survey_px=int(survey_px), exposure_ms=float(exposure_ms),
                                  seed=int(seed))
+    if scal.signal_kind == "spectrum":       # an energy window outside the axis stops here, before the survey
+        from emedge_core.consistency import check_energy_windows
+
+        try:
+            check_energy_windows(scal, getattr(instrument, "energy_eV", None))
+        except EmedgeError:
+            getattr(instrument, "close", lambda: None)()
+            raise
     if document_window is None:
         from nion.swift import Facade
 

@@ -357,7 +357,8 @@ class Experiment:
             step_seconds=step_seconds, max_std=max_std, stopped_by=stopped_by,
             instrument_state=state, n_candidates=len(patches), step_measured=step_measured,
             probe_positions=np.concatenate(probes) if probes else np.zeros((0, 2), np.int64),
-            resolved=reducer.resolved, drift=tracker.as_array() if tracker is not None else np.zeros((0, 4)), findings=findings,
+            resolved=reducer.resolved, drift=tracker.as_array() if tracker is not None else np.zeros((0, 4)),
+            findings=findings,
             decide_seconds=decide, measure_seconds=measure_s, model=steerer.model.describe(),
             measured_s=np.asarray(measured_s, np.float64), started_utc=started_utc, timeline=timeline)
 

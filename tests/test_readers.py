@@ -285,6 +285,12 @@ def test_compress_round_trip_reads_back_in_plain_h5py_and_rosettasciio(tmp_path,
     if reader == "digitalmicrograph":
         assert [a["units"] for a in back["axes"]] == ["µm", "µm", "eV"]
         assert back["axes"][2]["offset"] == 300.0 and back["axes"][2]["scale"] == 1.0
+    emdfile = pytest.importorskip("emdfile", reason="emdfile (test extra) is not installed")
+    array = emdfile.read(str(out))                    # py4DSTEM's reader: the values and the dim vectors
+    assert np.array_equal(np.asarray(array.data), want)
+    if reader == "digitalmicrograph":
+        np.testing.assert_allclose(array.dims[2][:3], [300.0, 301.0, 302.0])
+        assert array.dim_units[2] == "eV"
 
 
 def test_compress_of_a_multi_signal_file_takes_dataset_by_title_or_index(tmp_path, capsys) -> None:

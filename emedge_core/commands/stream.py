@@ -1,7 +1,8 @@
 """``emedge stream``: acquire a whole scan, scalarize and compress it as it arrives, publish it as it goes.
 
     emedge stream --instrument twin|usim|replay [--data FILE] --kind si|4d --scan HxW --out FILE.h5
-                  [--stage DIR] [--scalarizer SPEC] [--codec auto|...] [--dtype uint16] [--queue-mb M] --json
+                  [--stage DIR] [--scalarizer SPEC] [--codec auto|...] [--dtype uint16]
+                  [--block-rows N] [--queue-mb M] --json
 
 Frames arrive row by row; each row is reduced into the scalar map (FILE.map.npy, (H, W) or (H, W, k))
 and appended to FILE.h5 (EMD 1.0, plain-readable with ``auto``); with --stage, every block of rows that
@@ -39,6 +40,8 @@ def register(sub: typing.Any) -> None:
     p.add_argument("--dtype", help="store frames as this dtype (twin default: uint16 counts)")
     p.add_argument("--detector", type=int, default=32, help="twin: diffraction pattern edge in px (default 32)")
     p.add_argument("--channels", type=int, default=512, help="twin: EELS channels (default 512)")
+    p.add_argument("--block-rows", type=int, help="scan rows per published block, FILE.h5 then chunked by rows "
+                                                  "(default: the rows of one ~4 MiB chunk)")
     p.add_argument("--queue-mb", type=float, default=256.0, help="MB of rows held in memory before raw spill")
     p.add_argument("--seed", type=int, default=0, help="twin: random seed")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line last")
@@ -79,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         result = stream(inst, args.kind, scan, args.out, stage=args.stage, scalarizer=args.scalarizer,
-                        codec=args.codec, dtype=dtype, queue_bytes=int(args.queue_mb * 1e6), stop=stop)
+                        codec=args.codec, dtype=dtype, queue_bytes=int(args.queue_mb * 1e6), stop=stop,
+                        block_rows=args.block_rows)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

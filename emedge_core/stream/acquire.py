@@ -80,14 +80,18 @@ def _arm(spec: typing.Any, kind: str, dtype: typing.Optional[np.dtype]) -> Reduc
 
 def stream(instrument: Instrument, kind: str, scan: tuple[int, int], out: str, stage: typing.Optional[str] = None,
            scalarizer: typing.Any = None, codec: str = "auto", dtype: typing.Any = None,
-           queue_bytes: int = QUEUE_BYTES, stop: typing.Optional[threading.Event] = None) -> StreamResult:
+           queue_bytes: int = QUEUE_BYTES, stop: typing.Optional[threading.Event] = None,
+           block_rows: typing.Optional[int] = None) -> StreamResult:
     """Acquire the (H, W) ``scan`` from ``instrument`` row by row into ``out`` (EMD) and ``stage``.
 
     kind: "si" (spectra) or "4d" (diffraction patterns); scalarizer: a spec (default per kind);
     codec: of ``out`` (block files use Blosc2 LZ4); dtype: store frames as this dtype (e.g. uint16
     counts; values must fit), default theirs; queue_bytes: memory for waiting rows before raw spill;
-    stop: set it to end the scan after the current row.
+    stop: set it to end the scan after the current row; block_rows: scan rows per published block,
+    the file then chunked by whole rows (default: the rows of one of the writer's ~4 MiB / ~1 MiB chunks).
     """
+    if block_rows is not None and int(block_rows) < 1:
+        raise EmedgeError("--block-rows must be >= 1")
     if kind not in KINDS:
         raise EmedgeError(f"--kind must be one of {', '.join(KINDS)}, not {kind!r}")
     h, w = (int(v) for v in scan)
@@ -140,7 +144,7 @@ def stream(instrument: Instrument, kind: str, scan: tuple[int, int], out: str, s
     values = reason = None
     latency: list[float] = []
     pending: list[np.ndarray] = []
-    block_start, block_rows, published, done, raw_bytes = 0, 1, 0, 0, 0
+    block_start, published, done, raw_bytes = 0, 0, 0, 0
     stopped: typing.Optional[str] = None
     dropped = 0
     t0 = time.perf_counter()
@@ -162,9 +166,10 @@ def stream(instrument: Instrument, kind: str, scan: tuple[int, int], out: str, s
                 dims: list[typing.Any] = [("y", "pixels", 0.0, 1.0), ("x", "pixels", 0.0, 1.0)]
                 if energy is not None:
                     dims.append(emd.Axis("energy", "eV", np.asarray(energy, np.float64)))
-                writer = emd.StreamWriter(out, "data", sig, frames.dtype, (h, w), codec, dims=dims,
+                writer = emd.StreamWriter(out, "data", sig, frames.dtype, (h, w), codec,
+                                          chunk_frames=None if block_rows is None else w, dims=dims,
                                           metadata={"instrument": instrument.state()})
-                block_rows = _block_rows(writer.sink, w)
+                block_rows = int(block_rows) if block_rows else _block_rows(writer.sink, w)
                 if stage:
                     publisher = Publisher(stage, {"kind": kind, "scan": [h, w], "frame_shape": list(sig),
                                                   "dtype": str(frames.dtype), "energy_eV": energy,
@@ -173,7 +178,13 @@ def stream(instrument: Instrument, kind: str, scan: tuple[int, int], out: str, s
             v, why = reducer.feed(frames)
             values[row.index], reason[row.index] = v, why
             latency.append(time.perf_counter() - row.arrived)
-            writer.append(frames)
+            try:
+                writer.append(frames)
+            except EmedgeError as e:       # the file itself failed (its disk full): keep what it holds
+                stopped = str(e)
+                stop.set()
+                dropped = len(frames)
+                break
             done, raw_bytes = row.index + 1, raw_bytes + frames.nbytes
             if publisher is not None:
                 pending.append(frames)
@@ -187,13 +198,14 @@ def stream(instrument: Instrument, kind: str, scan: tuple[int, int], out: str, s
                         stop.set()
                         publisher = None
                     block_start, pending = done, []
-    except EmedgeError as e:               # the file itself failed (its disk full): keep what it holds
-        stop.set()
-        stopped = str(e)
-        dropped = q.discard()
+    except BaseException:                  # a bad scalarizer setting, a bug: no half-closed file left open
+        if writer is not None:
+            writer.__exit__(EmedgeError, None, None)
+        raise
     finally:
         stop.set()
         producer.join()
+        dropped += q.discard()             # rows that came after a write fault (none otherwise)
         if failure and stopped is None:
             cause = failure[0]
             stopped = f"instrument stopped after {acquired[0]} of {h} rows ({type(cause).__name__}: {cause})"
@@ -239,7 +251,7 @@ def stream(instrument: Instrument, kind: str, scan: tuple[int, int], out: str, s
     path = map_path(out)
     np.save(path, smap)
     seconds = time.perf_counter() - (first_arrival or t0)
-    lat = np.asarray(latency) * 1e3
+    lat = np.asarray(latency or [np.nan]) * 1e3
     return StreamResult(frames=int(frames_written), dropped=int(dropped + done * w - frames_written),
                         chunks_published=published, seconds=seconds,
                         sustained_MBps=raw_bytes / 1e6 / seconds if seconds > 0 else 0.0,

@@ -78,6 +78,88 @@ def _arm(spec: typing.Any, kind: str, dtype: typing.Optional[np.dtype]) -> Reduc
     return armed
 
 
+class _Store:
+    """The writing half of the chain, on its own thread: rows (already in the map) go to FILE.h5 and,
+    a block at a time, to the stage. A full or failing stage stops acquisition (``stop``); a failing
+    FILE.h5 too, and the rows it could not take are counted in ``dropped``."""
+
+    def __init__(self, out: str, scan: tuple[int, int], first: np.ndarray, energy: typing.Any,
+                 mrad: typing.Optional[float], kind: str, codec: str, block_rows: typing.Optional[int],
+                 stage: typing.Optional[str], state: dict[str, typing.Any], queue: SpillQueue,
+                 stop: threading.Event) -> None:
+        h, w = scan
+        sig = tuple(int(s) for s in first.shape[1:])
+        dims: list[typing.Any] = [("y", "pixels", 0.0, 1.0), ("x", "pixels", 0.0, 1.0)]
+        if energy is not None:
+            dims.append(emd.Axis("energy", "eV", np.asarray(energy, np.float64)))
+        self.writer = emd.StreamWriter(out, "data", sig, first.dtype, (h, w), codec,
+                                       chunk_frames=None if block_rows is None else w, dims=dims,
+                                       metadata={"instrument": state})
+        self.block_rows = int(block_rows) if block_rows else _block_rows(self.writer.sink, w)
+        self.publisher: typing.Optional[Publisher] = None
+        if stage:
+            try:
+                self.publisher = Publisher(stage, {"kind": kind, "scan": [h, w], "frame_shape": list(sig),
+                                                   "dtype": str(first.dtype), "energy_eV": energy,
+                                                   "mrad_per_px": mrad, "block_rows": self.block_rows})
+            except BaseException:
+                self.abort()
+                raise
+        self.stage, self.h, self.queue, self.stop = stage, h, queue, stop
+        self.pending: list[np.ndarray] = []
+        self.block_start = self.published = self.done = self.raw_bytes = self.dropped = 0
+        self.stopped: typing.Optional[str] = None
+        self.thread = threading.Thread(target=self._run, name="emedge-store", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        failed = False
+        while (row := self.queue.get()) is not None:
+            frames = row.load()
+            if failed:                     # FILE.h5 failed: what still comes is dropped, and counted
+                self.dropped += len(frames)
+                continue
+            try:
+                self.writer.append(frames)
+            except EmedgeError as e:       # the file itself failed (its disk full): keep what it holds
+                self.stopped, failed = str(e), True
+                self.stop.set()
+                self.dropped += len(frames)
+                continue
+            self.done, self.raw_bytes = row.index + 1, self.raw_bytes + frames.nbytes
+            if self.publisher is not None:
+                self.pending.append(frames)
+                if len(self.pending) == self.block_rows or self.done == self.h:
+                    self._publish()
+
+    def _publish(self) -> None:
+        assert self.publisher is not None
+        try:
+            self.publisher.publish(self.block_start, np.stack(self.pending))
+            self.published += 1
+        except (OSError, EmedgeError) as e:
+            err = os_error(e) if isinstance(e, OSError) else str(e)
+            self.stopped = f"stage {self.stage}: {err}; acquisition stopped after {self.done} of {self.h} rows"
+            self.stop.set()
+            self.publisher = None
+        self.block_start, self.pending = self.done, []
+
+    def finish(self) -> None:
+        """Wait for the rows queued so far; publish a stopped scan's last, short block."""
+        self.queue.close()
+        self.thread.join()
+        if self.publisher is not None and self.pending:
+            self._publish()
+
+    def abort(self) -> None:
+        """Close FILE.h5 keeping what was flushed (after an error elsewhere)."""
+        self.queue.close()
+        if getattr(self, "thread", None) is not None:
+            self.thread.join()
+        self.publisher, self.pending = None, []
+        self.writer.__exit__(EmedgeError, None, None)
+
+
 def stream(instrument: Instrument, kind: str, scan: tuple[int, int], out: str, stage: typing.Optional[str] = None,
            scalarizer: typing.Any = None, codec: str = "auto", dtype: typing.Any = None,
            queue_bytes: int = QUEUE_BYTES, stop: typing.Optional[threading.Event] = None,
@@ -107,7 +189,7 @@ def stream(instrument: Instrument, kind: str, scan: tuple[int, int], out: str, s
     if spec.signal_kind != KINDS[kind]:
         raise EmedgeError(f"--scalarizer {spec.name} reduces {spec.signal_kind} frames; --kind {kind} gives "
                           f"{KINDS[kind]} frames")
-    store = None if dtype is None else np.dtype(dtype)
+    as_dtype = None if dtype is None else np.dtype(dtype)
     stop = stop or threading.Event()
     spill_dir = out + ".spill"
     q = SpillQueue(queue_bytes, spill_dir)
@@ -123,10 +205,10 @@ def stream(instrument: Instrument, kind: str, scan: tuple[int, int], out: str, s
                 got = instrument.measure(np.stack([np.full(w, r), np.arange(w)], axis=1))
                 arrived = time.perf_counter()
                 data = np.asarray(got.data)
-                if store is not None and data.dtype != store:
-                    if store.kind in "ui" and len(data) and data.max() > np.iinfo(store).max:
-                        raise EmedgeError(f"frame values up to {data.max():g} do not fit --dtype {store}")
-                    data = data.astype(store)
+                if as_dtype is not None and data.dtype != as_dtype:
+                    if as_dtype.kind in "ui" and len(data) and data.max() > np.iinfo(as_dtype).max:
+                        raise EmedgeError(f"frame values up to {data.max():g} do not fit --dtype {as_dtype}")
+                    data = data.astype(as_dtype)
                 if not calib:
                     calib.update(energy_eV=got.energy_eV, mrad_per_px=got.mrad_per_px)
                 q.put(Row(r, data, arrived))
@@ -136,17 +218,12 @@ def stream(instrument: Instrument, kind: str, scan: tuple[int, int], out: str, s
         finally:
             q.close()
 
-    armed = _arm(spec, kind, store)      # backend chosen and kernels compiled before the first frame
+    armed = _arm(spec, kind, as_dtype)      # backend chosen and kernels compiled before the first frame
     producer = threading.Thread(target=acquire, name="emedge-acquire", daemon=True)
-    writer: typing.Optional[emd.StreamWriter] = None
-    publisher: typing.Optional[Publisher] = None
+    store: typing.Optional[_Store] = None
     reducer: typing.Optional[Reducer] = None
     values = reason = None
     latency: list[float] = []
-    pending: list[np.ndarray] = []
-    block_start, published, done, raw_bytes = 0, 0, 0, 0
-    stopped: typing.Optional[str] = None
-    dropped = 0
     t0 = time.perf_counter()
     first_arrival: typing.Optional[float] = None
     producer.start()
@@ -155,7 +232,7 @@ def stream(instrument: Instrument, kind: str, scan: tuple[int, int], out: str, s
             frames = row.load()
             if first_arrival is None:
                 first_arrival = row.arrived
-            if writer is None:
+            if store is None:
                 sig = tuple(int(s) for s in frames.shape[1:])
                 energy = calib.get("energy_eV")
                 signal = Signal(KINDS[kind], sig, None if energy is None else np.asarray(energy, np.float64),
@@ -163,65 +240,37 @@ def stream(instrument: Instrument, kind: str, scan: tuple[int, int], out: str, s
                 reducer = Reducer(spec, signal=signal, backend=armed.backend, dtype=frames.dtype)
                 values = np.full((h, w, reducer.components), np.nan)
                 reason = np.zeros((h, w), np.uint8)
-                dims: list[typing.Any] = [("y", "pixels", 0.0, 1.0), ("x", "pixels", 0.0, 1.0)]
-                if energy is not None:
-                    dims.append(emd.Axis("energy", "eV", np.asarray(energy, np.float64)))
-                writer = emd.StreamWriter(out, "data", sig, frames.dtype, (h, w), codec,
-                                          chunk_frames=None if block_rows is None else w, dims=dims,
-                                          metadata={"instrument": instrument.state()})
-                block_rows = int(block_rows) if block_rows else _block_rows(writer.sink, w)
-                if stage:
-                    publisher = Publisher(stage, {"kind": kind, "scan": [h, w], "frame_shape": list(sig),
-                                                  "dtype": str(frames.dtype), "energy_eV": energy,
-                                                  "mrad_per_px": calib.get("mrad_per_px"), "block_rows": block_rows})
+                store = _Store(out, (h, w), frames, energy, calib.get("mrad_per_px"), kind, codec, block_rows, stage,
+                               instrument.state(), SpillQueue(queue_bytes, spill_dir + "2"), stop)
             assert reducer is not None and values is not None and reason is not None
             v, why = reducer.feed(frames)
             values[row.index], reason[row.index] = v, why
             latency.append(time.perf_counter() - row.arrived)
-            try:
-                writer.append(frames)
-            except EmedgeError as e:       # the file itself failed (its disk full): keep what it holds
-                stopped = str(e)
-                stop.set()
-                dropped = len(frames)
-                break
-            done, raw_bytes = row.index + 1, raw_bytes + frames.nbytes
-            if publisher is not None:
-                pending.append(frames)
-                if len(pending) == block_rows or done == h:
-                    try:
-                        publisher.publish(block_start, np.stack(pending))
-                        published += 1
-                    except (OSError, EmedgeError) as e:
-                        err = os_error(e) if isinstance(e, OSError) else str(e)
-                        stopped = f"stage {stage}: {err}; acquisition stopped after {acquired[0]} of {h} rows"
-                        stop.set()
-                        publisher = None
-                    block_start, pending = done, []
+            store.queue.put(Row(row.index, frames, row.arrived))
     except BaseException:                  # a bad scalarizer setting, a bug: no half-closed file left open
-        if writer is not None:
-            writer.__exit__(EmedgeError, None, None)
+        if store is not None:
+            store.abort()
         raise
     finally:
         stop.set()
         producer.join()
-        dropped += q.discard()             # rows that came after a write fault (none otherwise)
-        if failure and stopped is None:
-            cause = failure[0]
-            stopped = f"instrument stopped after {acquired[0]} of {h} rows ({type(cause).__name__}: {cause})"
-        if done < h and stopped is None:
-            stopped = f"stopped after {done} of {h} rows"
-        if os.path.isdir(spill_dir):
-            shutil.rmtree(spill_dir, ignore_errors=True)
-    if writer is None or reducer is None or values is None or reason is None:
-        raise EmedgeError(f"no frame arrived: {stopped}")
-    if publisher is not None and pending:        # a stopped scan: its last, short block
-        try:
-            publisher.publish(block_start, np.stack(pending))
-            published += 1
-        except (OSError, EmedgeError) as e:
-            stopped = f"{stopped}; stage {stage}: {os_error(e) if isinstance(e, OSError) else e}"
-            publisher = None
+        dropped = q.discard()              # rows that came after a write fault (none otherwise)
+        if store is not None:
+            store.finish()
+            dropped += store.dropped
+        for d in (spill_dir, spill_dir + "2"):
+            if os.path.isdir(d):
+                shutil.rmtree(d, ignore_errors=True)
+    if store is None or reducer is None or values is None or reason is None:
+        why_none = f"instrument stopped ({type(failure[0]).__name__}: {failure[0]})" if failure else "no row"
+        raise EmedgeError(f"no frame arrived: {why_none}")
+    writer, publisher, done, stopped = store.writer, store.publisher, store.done, store.stopped
+    published, raw_bytes = store.published, store.raw_bytes
+    if failure and stopped is None:
+        cause = failure[0]
+        stopped = f"instrument stopped after {acquired[0]} of {h} rows ({type(cause).__name__}: {cause})"
+    if done < h and stopped is None:
+        stopped = f"stopped after {done} of {h} rows"
     complete = done == h and stopped is None
     k = values.shape[2]
     smap: np.ndarray = values[..., 0] if k == 1 else values

@@ -101,3 +101,30 @@ def test_panel_refuses_a_bad_port(swift: typing.Any) -> None:
     view.port.text = "eighty"
     view.button.on_clicked()
     assert view.status.text == "error: Port must be a number, not 'eighty'" and view.server is None
+
+
+def test_emedge_serve_usim_and_a_ten_step_remote_run(tmp_path: pathlib.Path) -> None:
+    """The command-line server on nionswift-usim (its session made on the main thread), SIGTERM ends it."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    env = os.environ | {"EMEDGE_STAGING_DIR": str(tmp_path / "staging")}
+    serve = subprocess.Popen([sys.executable, "-m", "emedge_core", "serve", "--instrument", "usim", "--size", "32",
+                              "--port", "0", "--token-file", str(tmp_path / "tok"), "--json"], cwd=tmp_path,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        url = json.loads(typing.cast(typing.IO[str], serve.stdout).readline())["url"]
+        out = subprocess.run([sys.executable, "-m", "emedge_core", "remote", "run", "--url", url, "--token-file",
+                              str(tmp_path / "tok"), "--scalarizer", "eels_band_integral", "--budget", "10",
+                              "--seeds", "4", "--window", "8", "--json"], capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+        summary = json.loads(out.stdout.strip().splitlines()[-1])
+        assert len(summary["positions"]) == 10 and summary["stopped_by"] == "budget"
+        with connect(url, token_file=str(tmp_path / "tok")) as mic, pytest.raises(RemoteError, match="spectrum frames"):
+            mic.survey("diffraction")
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        rc = serve.wait(120)
+    assert rc == 0, serve.stderr.read() if serve.stderr else ""

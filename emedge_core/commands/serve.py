@@ -42,6 +42,8 @@ def register(sub: typing.Any) -> None:
     p.add_argument("--max-runs", type=int, default=1, help="runs at the same time (default 1)")
     p.add_argument("--rate", type=float, default=50.0, help="requests per second per caller (default 50)")
     p.add_argument("--max-body", type=int, default=1 << 20, help="bytes per request body (default 1 MiB)")
+    p.add_argument("--signal", choices=("spectrum", "diffraction"), default=None,
+                   help="usim: the frames to serve (default spectrum; the twin serves both, a replay file its own)")
     p.add_argument("--size", type=int, default=128, help="twin and usim: survey edge in px (default 128)")
     p.add_argument("--dose", type=float, default=2e4, help="twin only: electrons per frame (default 2e4)")
     p.add_argument("--drift", default=None, metavar="DY,DX", help="twin only: specimen drift, px per frame")
@@ -58,21 +60,26 @@ def make_instruments(args: argparse.Namespace) -> Instruments:
 
     drift = _pair(args.drift, "--drift")
 
-    def make(signal: str, seed: int) -> typing.Any:
-        inst = open_instrument(args.instrument, InstrumentOptions(
-            signal_kind=signal, size=args.size, seed=seed, dose=args.dose, drift_px_per_frame=drift, data=args.data))
-        if inst.signal_kind != signal:
-            close = getattr(inst, "close", None)
-            if close is not None:
-                close()
-            raise BadRequest(f"the {args.instrument} instrument gives {inst.signal_kind} frames, not {signal}")
-        return inst
+    if args.instrument == "twin":      # a fresh twin per run, seeded by the run; bad knobs fail now
+        open_instrument("twin", InstrumentOptions(size=args.size, dose=args.dose, drift_px_per_frame=drift))
+        return Instruments("twin", lambda signal, seed: open_instrument("twin", InstrumentOptions(
+            signal_kind=signal, size=args.size, seed=seed, dose=args.dose, drift_px_per_frame=drift)),
+            fresh_per_run=True)
+    # one instrument for the server's life, made here on the main thread (Swift's instrumentation wants
+    # its sessions made there); a bad file or a missing simulator fails now, not at the first request
+    first = open_instrument(args.instrument, InstrumentOptions(
+        signal_kind=args.signal or "spectrum", size=args.size, dose=args.dose, drift_px_per_frame=drift,
+        data=args.data))
+    signal = first.signal_kind
+    if args.signal is not None and signal != args.signal:
+        getattr(first, "close", lambda: None)()
+        raise EmedgeError(f"--signal {args.signal}: the {args.instrument} instrument gives {signal} frames")
 
-    if args.instrument in ("twin", "replay"):      # bad options or a bad file fail now, not at the first request
-        probe = open_instrument(args.instrument, InstrumentOptions(
-            size=args.size, dose=args.dose, drift_px_per_frame=drift, data=args.data))
-        getattr(probe, "close", lambda: None)()
-    return Instruments(args.instrument, make, fresh_per_run=args.instrument == "twin")
+    def only(wanted: str, seed: int) -> typing.Any:
+        raise BadRequest(f"this server's {args.instrument} instrument gives {signal} frames, not {wanted} "
+                         f"(emedge serve --signal {wanted} serves those)")
+
+    return Instruments(args.instrument, only, opened={signal: first})
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -88,10 +95,15 @@ def serve(args: argparse.Namespace) -> int:
         if path is not None and not os.path.isfile(path):
             raise EmedgeError(f"--{flag} {path} is not a file")
     token, token_file = ensure_token(args.token_file)
-    server = RemoteServer(make_instruments(args), token, host=args.host, port=args.port, out_root=args.out,
-                          certfile=args.cert, keyfile=args.key,
-                          limits=Limits(max_body=args.max_body, rate=args.rate, burst=max(1, int(2 * args.rate)),
-                                        max_runs=args.max_runs))
+    instruments = make_instruments(args)
+    try:
+        server = RemoteServer(instruments, token, host=args.host, port=args.port, out_root=args.out,
+                              certfile=args.cert, keyfile=args.key,
+                              limits=Limits(max_body=args.max_body, rate=args.rate, burst=max(1, int(2 * args.rate)),
+                                            max_runs=args.max_runs))
+    except BaseException:
+        instruments.close()        # a simulator session left open keeps the process from exiting
+        raise
 
     def ready(url: str) -> None:
         if args.json:

@@ -84,11 +84,13 @@ InstrumentMaker = typing.Callable[[str, int], Instrument]
 class Instruments:
     """The instruments the server drives, made on first use per signal kind ("spectrum" or
     "diffraction") by ``make(signal, seed)``. One caller at a time uses an instrument (a run holds
-    it to its end); with ``fresh_per_run`` (the twin) every run gets a new one built with its seed."""
+    it to its end); with ``fresh_per_run`` (the twin) every run gets a new one built with its seed.
+    ``opened``: instruments already made, by signal kind (closed with the others)."""
 
-    def __init__(self, name: str, make: InstrumentMaker, fresh_per_run: bool = False) -> None:
+    def __init__(self, name: str, make: InstrumentMaker, fresh_per_run: bool = False,
+                 opened: typing.Optional[dict[str, Instrument]] = None) -> None:
         self.name, self._make, self.fresh_per_run = name, make, fresh_per_run
-        self._made: dict[str, Instrument] = {}
+        self._made: dict[str, Instrument] = dict(opened or {})
         self._locks: dict[str, threading.Lock] = {"spectrum": threading.Lock(), "diffraction": threading.Lock()}
         self._guard = threading.Lock()
 
@@ -324,7 +326,9 @@ class RemoteServer:
             raise EmedgeError(f"cannot listen on {self.host}:{self.port} ({e.strerror}); "
                               "choose another --port") from None
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off",
+        # log_config None: uvicorn logs through the host's logging as it is (Swift replaces sys.stdout
+        # with an object uvicorn's own console formatter cannot use)
+        config = uvicorn.Config(self.app, log_config=None, log_level="warning", access_log=False, lifespan="off",
                                 ssl_certfile=self.certfile, ssl_keyfile=self.keyfile, timeout_keep_alive=5,
                                 limit_concurrency=64, h11_max_incomplete_event_size=64 * 1024)
         self._uvicorn = uvicorn.Server(config)

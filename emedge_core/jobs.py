@@ -10,8 +10,8 @@ job *does*:
   the live loop's refit (:meth:`emedge_core.steer.Steerer.posterior`): the patch features, the
   probe coordinates (the spatial kernel term) and every model setting travel the same way.
   ``emedge retrain`` runs it on the node.
-- :func:`retrain_job` / :func:`reduce_emd_job` - :class:`hpc_client.job.JobSpec` builders for
-  ``emedge retrain`` and ``emedge scalarize``;
+- :func:`retrain_job` / :func:`reduce_emd_job` / :func:`follow_job` - :class:`hpc_client.job.JobSpec`
+  builders for ``emedge retrain``, ``emedge scalarize`` and ``emedge follow``;
 - :func:`open_client` - an :class:`hpc_client.Client` from the facility settings
   (:mod:`emedge_core.settings`, section ``[hpc]``), as ``emedge jobs`` and the Swift panel use it.
 """
@@ -128,6 +128,26 @@ def retrain_job(experiment_h5: str, out: str = "maps.emd", window: typing.Option
     env = {"OMP_NUM_THREADS": str(resources.cpus), **spec.pop("environment", {})}
     return JobSpec(command=cmd, name="retrain", resources=resources, stage_in=[experiment_h5], stage_out=[out],
                    environment=env, **spec)
+
+
+def follow_job(stage_dir: str, scalarizer: typing.Union[str, dict[str, typing.Any]], out: str = "follow.h5",
+               scheduler: typing.Optional[str] = None, timeout_s: typing.Optional[float] = None,
+               python: str = sys.executable, resources: typing.Optional["Resources"] = None,
+               **spec: typing.Any) -> "JobSpec":
+    """Follow a scan as it lands (``emedge follow --until-complete``): ``stage_dir`` is the stage the
+    acquisition publishes to, on storage the node mounts (the facility's NAS; not staged in, its
+    absolute path is used as is); the results come back in ``out`` (RESULT.h5). ``scheduler``: a
+    Dask address for the reduction; ``timeout_s``: give up waiting for the end of the scan."""
+    from hpc_client.job import JobSpec, Resources
+
+    spec_text = scalarizer if isinstance(scalarizer, str) else json.dumps(scalarizer)
+    cmd = [python, "-m", "emedge_core", "follow", os.path.abspath(stage_dir), "--scalarizer", spec_text,
+           "--out", out, "--until-complete", "--json"]
+    if scheduler:
+        cmd += ["--scheduler", scheduler]
+    if timeout_s is not None:
+        cmd += ["--timeout", str(timeout_s)]
+    return JobSpec(command=cmd, name="follow", resources=resources or Resources(), stage_out=[out], **spec)
 
 
 def open_client(backend: typing.Optional[str] = None, url: typing.Optional[str] = None,

@@ -557,6 +557,8 @@ def _emd_energy(ds: typing.Any) -> typing.Optional[np.ndarray]:
 def _open_emedge_emd(path: str, f: typing.Any, dataset: typing.Union[None, str, int]) -> DataSource:
     """An EMD file emedge wrote: its arrays read through emedge's reader (which undoes every codec),
     with the axes of its EMD dim vectors and the metadata kept with the array."""
+    import h5py
+
     from emedge_core import emd
 
     root = emd.root_group(f, None)
@@ -566,17 +568,26 @@ def _open_emedge_emd(path: str, f: typing.Any, dataset: typing.Union[None, str, 
         preferred[0] if preferred else max(names, key=lambda k: _stored_bytes(root[k]), default=None))
     if key not in names and dataset is not None and str(dataset).isdigit() and int(dataset) < len(names):
         key = names[int(dataset)]
-    if key not in names:
+    if key is None or key not in names:
         f.close()
         raise EmedgeError(f"{path} has no EMD array {key!r} (has {names}); name one with --dataset")
+    key = str(key)
     nav_ndim = int(root[key].attrs.get("emedge_nav_ndim", 1))
-    wanted = [str(key), *[s for s in ("survey", "energy_eV") if s in names and s != key]]
-    arrays: dict[str, np.ndarray] = {k: emd.read_array(root[k]) for k in wanted}
-    f.close()
     desc = emd.info(path)
-    state = desc.get("provenance", {}).get("instrument_state")
-    src = _replay_layout(path, arrays, key, state if isinstance(state, dict) else {})
     a = desc["arrays"][key]
+    wanted = [s for s in ("survey", "energy_eV") if s in names and s != key]
+    arrays: dict[str, typing.Any] = {k: emd.read_array(root[k]) for k in wanted}
+    closers: list[typing.Callable[[], None]] = []
+    stored = f.get(a["dataset"]) if a["dataset"] else None
+    if a["warning"] is None and isinstance(stored, h5py.Dataset) and tuple(stored.shape) == tuple(a["shape"]) \
+            and stored.dtype == np.dtype(a["dtype"]):
+        arrays[key] = stored                 # any HDF5 reader decodes it: read lazily, slice by slice
+        closers.append(f.close)
+    else:
+        arrays[key] = emd.read_array(root[key])     # an opt-in codec only emedge's reader inverts: whole
+        f.close()
+    state = desc.get("provenance", {}).get("instrument_state")
+    src = _replay_layout(path, arrays, key, state if isinstance(state, dict) else {}, closers=closers)
     src.set_axes([Axis(d["name"], "" if d["units"] == "pixels" else d["units"], float(d["start"]),
                        float(d["step"]) if d["step"] is not None else 1.0, int(d["size"]), i < nav_ndim)
                   for i, d in enumerate(a["dims"])])

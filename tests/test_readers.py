@@ -351,3 +351,19 @@ def test_scalarize_a_swift_h5_uses_its_energy_calibration_and_writes_the_survey(
     summary = _json_tail(capsys.readouterr().out)
     np.testing.assert_allclose(np.load(out), data[..., 20:29].astype(np.float64).sum(axis=2), rtol=1e-6)
     np.testing.assert_allclose(np.load(summary["survey"]), haadf.reshape(6, 2, 7, 2).mean(axis=(1, 3)))
+
+
+def test_an_emd_file_emedge_wrote_is_read_lazily_unless_only_emedge_can_decode_it(tmp_path) -> None:
+    import h5py
+
+    from emedge_core import emd
+
+    cube = np.random.default_rng(5).poisson(1, (4, 6, 16, 16)).astype(np.uint16)
+    emd.write(str(tmp_path / "plain.h5"), {"data": cube})                        # auto: any reader decodes it
+    emd.write(str(tmp_path / "delta.h5"), {"data": cube}, codec="delta+blosc2")  # opt-in: needs emedge's inverse
+    with open_data(str(tmp_path / "plain.h5")) as src:
+        assert isinstance(src.data, h5py.Dataset) and src.nav_shape == (4, 6)
+        np.testing.assert_array_equal(src.frames(6, 18), cube.reshape(24, 16, 16)[6:18])
+    with open_data(str(tmp_path / "delta.h5")) as src:
+        assert isinstance(src.data, np.ndarray)
+        np.testing.assert_array_equal(src.data, cube)

@@ -29,6 +29,7 @@ import numpy as np
 from emedge_core import EmedgeError
 
 READ_BLOCK_BYTES = 64 << 20       # input is read and appended in blocks of about 64 MiB
+ERROR_BLOCK_FRAMES = 64           # frames per float64 comparison of a lossy read-back
 
 
 def register(sub: typing.Any) -> None:
@@ -124,9 +125,12 @@ def _verify(partial: str, stats: dict[str, typing.Any], data: typing.Any, nav: t
         for i in range(0, flat_n, step):
             stop = min(i + step, flat_n)
             back, original = _frames(back_all, nav, i, stop), _frames(data, nav, i, stop)
-            if stats["lossless"] and (back.dtype != original.dtype or back.tobytes() != original.tobytes()):
-                raise EmedgeError(f"lossless round trip of {title!r} is not bit-exact; kept {partial}")
-            err = max(err, max_abs_error(back, original))
+            if stats["lossless"]:
+                if back.dtype != original.dtype or back.tobytes() != original.tobytes():
+                    raise EmedgeError(f"lossless round trip of {title!r} is not bit-exact; kept {partial}")
+                continue
+            for j in range(0, len(back), ERROR_BLOCK_FRAMES):     # float64 copies stay small
+                err = max(err, max_abs_error(back[j:j + ERROR_BLOCK_FRAMES], original[j:j + ERROR_BLOCK_FRAMES]))
     return err
 
 

@@ -179,7 +179,8 @@ def test_oversized_and_rate_limited_requests(tmp_path: pathlib.Path, token: str)
 
 def test_bad_requests_get_one_clear_line(server: RemoteServer, token: str) -> None:
     with connect(server.url, token) as mic:
-        cases = [({"scalarizer": "no_such"}, "unknown scalarizer"), ({"budget": 0}, "budget must be"),
+        cases: list[tuple[dict[str, typing.Any], str]] = [
+                 ({"scalarizer": "no_such"}, "unknown scalarizer"), ({"budget": 0}, "budget must be"),
                  ({"budget": True}, "budget must be"), ({"acquisition": "greedy"}, "acquisition must be one of"),
                  ({"seeds": 20, "budget": 10}, "seeds \\(20\\) exceed"), ({"colour": 1}, "unknown field 'colour'"),
                  ({"scalarizer": {"name": "eels_band_integral", "bogus": 1}}, "bad parameters")]

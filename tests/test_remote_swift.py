@@ -44,7 +44,7 @@ def swift(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> typing.Ite
     try:
         yield dc
     finally:
-        for view in dc.find_dock_panel(PANEL).panel_delegate.views:
+        for view in typing.cast(typing.Any, dc.find_dock_panel(PANEL)).panel_delegate.views:
             view.stop()
         dc.close()
         profile.close()

@@ -185,7 +185,7 @@ def policy_table(rec: Recorded, runs: dict[str, list[np.ndarray]]) -> list[dict[
         for v in vals:
             curve = best_so_far(v)
             n = len(v)
-            hit = np.flatnonzero(curve >= good.max()) if len(good) else []
+            hit = np.flatnonzero(curve >= good.max()) if len(good) else np.zeros(0, np.int64)
             reach.append(float(hit[0] + 1) if len(hit) else np.nan)
             b25.append(curve[max(0, n // 4 - 1)])
             b50.append(curve[max(0, n // 2 - 1)])

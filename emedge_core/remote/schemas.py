@@ -202,7 +202,7 @@ def _plain(x: typing.Any) -> bool:
 def npz_bytes(**arrays: typing.Any) -> bytes:
     """``arrays`` as the bytes of an uncompressed ``.npz`` (numeric and unicode arrays only)."""
     buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    np.savez(buf, allow_pickle=False, **{k: np.asarray(v) for k, v in arrays.items()})   # object arrays: refused
     return buf.getvalue()
 
 

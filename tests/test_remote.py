@@ -183,7 +183,8 @@ def test_bad_requests_get_one_clear_line(server: RemoteServer, token: str) -> No
                  ({"scalarizer": "no_such"}, "unknown scalarizer"), ({"budget": 0}, "budget must be"),
                  ({"budget": True}, "budget must be"), ({"acquisition": "greedy"}, "acquisition must be one of"),
                  ({"seeds": 20, "budget": 10}, "seeds \\(20\\) exceed"), ({"colour": 1}, "unknown field 'colour'"),
-                 ({"scalarizer": {"name": "eels_band_integral", "bogus": 1}}, "bad parameters")]
+                 ({"scalarizer": {"name": "eels_band_integral", "bogus": 1}}, "bad parameters"),
+                 ({"model": "svm"}, "model must be one of gp, dkl")]
         for body, message in cases:
             with pytest.raises(RemoteError, match=message) as e:
                 mic.request("POST", "/v1/runs", body)

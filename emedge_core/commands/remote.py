@@ -38,6 +38,8 @@ def register(sub: typing.Any) -> None:
     run.add_argument("--beta", type=float, default=2.0, help="UCB exploration weight (default 2)")
     run.add_argument("--window", type=int, default=16, help="patch edge in survey px (default 16)")
     run.add_argument("--seed", type=int, default=0, help="random seed of everything (default 0)")
+    run.add_argument("--model", choices=("gp", "dkl"), default=None,
+                     help="surrogate: gp (the default of emedge run) or dkl (deep kernel learning)")
     run.add_argument("--stop-uncertainty", type=float, default=None, metavar="STD")
     run.add_argument("--drift-every", type=int, default=None, metavar="N")
     run.add_argument("--out", default=None, help="fetch the result files into DIR")
@@ -69,7 +71,8 @@ def _run(client: typing.Any, args: argparse.Namespace) -> int:
     if args.seeds < 2 or args.budget < 1:
         raise EmedgeError("--budget must be >= 1 and --seeds >= 2")
     options = {"batch": args.batch, "acquisition": args.acquisition, "beta": args.beta, "window": args.window,
-               "seed": args.seed, "stop_uncertainty": args.stop_uncertainty, "drift_every": args.drift_every}
+               "seed": args.seed, "stop_uncertainty": args.stop_uncertainty, "drift_every": args.drift_every,
+               "model": args.model}
     run = client.start(args.scalarizer, budget=args.budget, seeds=min(args.seeds, args.budget), **options)
     print(f"emedge: run {run.id} on {client.url}", file=sys.stderr)
     try:

@@ -60,6 +60,7 @@ class RunRequest:
     travel: float = dataclasses.field(default=0.0, metadata=_float(0.0, 1e6))
     stop_uncertainty: typing.Optional[float] = dataclasses.field(default=None, metadata=_float(0.0, 1e300, True))
     drift_every: typing.Optional[int] = dataclasses.field(default=None, metadata=_int(1, 100_000, True))
+    model: typing.Optional[str] = dataclasses.field(default=None, metadata=_choice("gp", "dkl") | {"optional": True})
 
 
 @dataclasses.dataclass(frozen=True)

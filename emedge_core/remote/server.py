@@ -151,7 +151,8 @@ class RemoteRun:
             budget=request.budget, seeds=request.seeds, batch=request.batch, acquisition=request.acquisition,
             acquisition_params={"beta": request.beta} if request.acquisition == "ucb" else {},
             window=request.window, seed=request.seed, travel=request.travel,
-            stop_uncertainty=request.stop_uncertainty, drift_every=request.drift_every)
+            stop_uncertainty=request.stop_uncertainty, drift_every=request.drift_every,
+            model={"kind": request.model} if request.model else {})
         instrument, self._release = server.instruments.lease(scalarizer.signal_kind, request.seed, for_run=True)
         try:
             self.experiment = Experiment(instrument, scalarizer, config)
@@ -207,7 +208,11 @@ class RemoteRun:
                 "remote": {"run": self.id, "caller": self.caller, "instrument": self.server.instruments.name,
                            "request": dataclasses.asdict(self.request), "actions": actions}})
             state = "stopped" if result.stopped_by == "stopped" else "finished"
+            measured = np.full(result.survey.shape, np.nan)
+            measured[result.positions[:, 0], result.positions[:, 1]] = result.values
             with self._lock:
+                self._maps = {"measured": measured, "positions": result.positions, "values": result.values,
+                              "prediction": result.prediction, "uncertainty": result.uncertainty}   # the final model
                 self.summary = result.summary()
                 self.files = dict(paths)
                 self.state = state

@@ -1,7 +1,9 @@
 """The acquisition chain: instrument -> bounded queue (raw spill) -> scalarize -> EMD file + stage.
 
-One thread acquires the scan row by row (``instrument.measure`` on the W positions of a row) and
-hands each row to a :class:`~emedge_core.stream.spill.SpillQueue`; it is never blocked. The calling
+One thread acquires the scan row by row - through the instrument's synchronized scan when it has
+one (``scan_rows(shape, on_row)``, e.g. Swift's ``grab_synchronized``), else ``instrument.measure``
+on the W positions of each row - and hands each row to a
+:class:`~emedge_core.stream.spill.SpillQueue`; it is never blocked. The calling
 thread takes the rows in order, reduces them with one :class:`~emedge_core.scalarize.Reducer`
 (prepared once, on the first row with good frames) into the scalar map - the latency of a frame is
 the time from its arrival to its value in the map - then appends them to an
@@ -25,7 +27,7 @@ import numpy as np
 
 from emedge_core import EmedgeError, emd
 from emedge_core.emd.layout import os_error
-from emedge_core.instrument import Instrument
+from emedge_core.instrument import Frames, Instrument
 from emedge_core.scalarize import Reducer, Signal, from_spec
 from emedge_core.stream.spill import Row, SpillQueue
 from emedge_core.stream.stage import Publisher
@@ -179,8 +181,10 @@ def stream(instrument: Instrument, kind: str, scan: tuple[int, int], out: str, s
     h, w = (int(v) for v in scan)
     if h < 1 or w < 1:
         raise EmedgeError(f"--scan must be HxW with H, W >= 1, not {h}x{w}")
+    synchronized = getattr(instrument, "scan_rows", None)
+    instrument_cancel = getattr(instrument, "cancel", lambda: None)
     survey = instrument.survey().shape
-    if h > survey[0] or w > survey[1]:
+    if synchronized is None and (h > survey[0] or w > survey[1]):
         raise EmedgeError(f"--scan {h}x{w} is larger than the instrument's {survey[0]}x{survey[1]} scan area")
     if getattr(instrument, "signal_kind", KINDS[kind]) != KINDS[kind]:
         raise EmedgeError(f"the instrument gives {instrument.signal_kind} frames; use --kind "
@@ -197,22 +201,33 @@ def stream(instrument: Instrument, kind: str, scan: tuple[int, int], out: str, s
     failure: list[BaseException] = []
     acquired = [0]
 
+    def deliver(r: int, got: Frames) -> None:
+        arrived = time.perf_counter()
+        data = np.asarray(got.data)
+        if as_dtype is not None and data.dtype != as_dtype:
+            if as_dtype.kind in "ui" and len(data) and data.max() > np.iinfo(as_dtype).max:
+                raise EmedgeError(f"frame values up to {data.max():g} do not fit --dtype {as_dtype}")
+            data = data.astype(as_dtype)
+        if not calib:
+            calib.update(energy_eV=got.energy_eV, mrad_per_px=got.mrad_per_px)
+        q.put(Row(r, data, arrived))
+        acquired[0] = r + 1
+
     def acquire() -> None:
         try:
-            for r in range(h):
-                if stop.is_set():
-                    break
-                got = instrument.measure(np.stack([np.full(w, r), np.arange(w)], axis=1))
-                arrived = time.perf_counter()
-                data = np.asarray(got.data)
-                if as_dtype is not None and data.dtype != as_dtype:
-                    if as_dtype.kind in "ui" and len(data) and data.max() > np.iinfo(as_dtype).max:
-                        raise EmedgeError(f"frame values up to {data.max():g} do not fit --dtype {as_dtype}")
-                    data = data.astype(as_dtype)
-                if not calib:
-                    calib.update(energy_eV=got.energy_eV, mrad_per_px=got.mrad_per_px)
-                q.put(Row(r, data, arrived))
-                acquired[0] = r + 1
+            if synchronized is not None:        # the instrument scans itself (Swift: grab_synchronized)
+                watch = threading.Thread(target=lambda: stop.wait() or instrument_cancel(), daemon=True)
+                watch.start()
+
+                def on_row(r: int, got: Frames) -> None:
+                    if not stop.is_set():
+                        deliver(r, got)
+                synchronized((h, w), on_row)
+            else:
+                for r in range(h):
+                    if stop.is_set():
+                        break
+                    deliver(r, instrument.measure(np.stack([np.full(w, r), np.arange(w)], axis=1)))
         except BaseException as e:         # the instrument stopped: the consumer closes a partial file
             failure.append(e)
         finally:

@@ -68,10 +68,14 @@ class SwiftInstrument:
         self._probe_saved = False
         self._cancel = threading.Event()
         self._last_frame: typing.Any = None
+        self._scanning = False
 
     def cancel(self) -> None:
-        """End the batch in progress after the frame being taken (any thread); a new :meth:`survey` clears it."""
+        """End the batch in progress after the frame being taken (any thread); a new :meth:`survey` clears it.
+        A synchronized scan (:meth:`scan_rows`) in progress is aborted."""
         self._cancel.set()
+        if self._scanning:
+            self.scan.grab_synchronized_abort()
 
     def restore(self) -> None:
         """Put back what the run changed on the microscope (the probe position), newest change first."""
@@ -158,6 +162,56 @@ class SwiftInstrument:
         if xd.dimensional_calibrations[-1].units == "rad":
             mrad = float(xd.dimensional_calibrations[-1].scale) * 1e3
         return Frames(data, "diffraction", mrad_per_px=mrad)
+
+    def scan_rows(self, shape: tuple[int, int], on_row: typing.Callable[[int, Frames], None]) -> int:
+        """A synchronized scan: the scan device steps the probe over an (H, W) grid of the survey's field
+        of view while the camera takes one frame per pixel - nionswift-instrumentation's
+        ``grab_synchronized``, the machinery of its own SI / 4D acquisition panels - one scan row per
+        section. Each row, as soon as its frames are in, goes to ``on_row(row, Frames)`` (W frames; called
+        on the acquisition thread). :meth:`cancel` aborts the scan. Returns the rows delivered."""
+        from nion.instrumentation import Acquisition
+        from nion.utils import Geometry
+
+        h, w = (int(v) for v in shape)
+        fp = self.scan.get_current_frame_parameters()
+        fp.size = Geometry.IntSize(h, w)
+        fp.fov_nm = self.fov_nm
+        cfp = self.camera.get_frame_parameters_from_dict(self.camera.get_current_frame_parameters().as_dict())
+        cfp.exposure_ms = self.exposure_ms
+        if self.binning is not None:
+            cfp.binning = int(self.binning)
+        if self.signal_kind == "spectrum":
+            cfp.processing = "sum_project"            # one spectrum per scan pixel
+        camera_id, kind = self.camera.hardware_source_id, self.signal_kind
+        delivered = [0]
+
+        class Rows(Acquisition.DataAndMetadataDataChannel):
+            def update_data(self, channel: typing.Any, source_data: typing.Any, source_slice: typing.Any,
+                            dest_slice: slice, data_metadata: typing.Any) -> None:
+                super().update_data(channel, source_data, source_slice, dest_slice, data_metadata)
+                if channel.segments[0] != camera_id:
+                    return
+                xd = self.get_data(channel)
+                sig = tuple(xd.data.shape[2:])
+                done = int(dest_slice.stop) // (w * int(np.prod(sig)))
+                cal = xd.dimensional_calibrations[-1]
+                for r in range(delivered[0], done):
+                    data = np.array(xd.data[r], np.float32)
+                    if kind == "spectrum":
+                        on_row(r, Frames(data, "spectrum", energy_eV=cal.offset + cal.scale * np.arange(sig[-1])))
+                    else:
+                        on_row(r, Frames(data, "diffraction",
+                                         mrad_per_px=float(cal.scale) * 1e3 if cal.units == "rad" else None))
+                delivered[0] = max(delivered[0], done)
+
+        self._cancel.clear()
+        self._scanning = True
+        try:
+            self.scan.grab_synchronized(data_channel=Rows(), scan_frame_parameters=fp, camera=self.camera,
+                                        camera_frame_parameters=cfp, section_height=1)
+        finally:
+            self._scanning = False
+        return delivered[0]
 
     def state(self) -> dict[str, typing.Any]:
         """STEM controller values, probe, stage, scan and camera settings (JSON-able)."""

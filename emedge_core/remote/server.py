@@ -192,8 +192,15 @@ class RemoteRun:
             return dict(self._maps)
 
     def record(self, action: dict[str, typing.Any]) -> None:
+        """Keep ``action`` for the run's provenance; a repeat of the previous one (same caller, request
+        and answer, e.g. status polls) only counts up and moves ``last_utc``."""
         with self._lock:
-            self.actions.append(action)
+            last = self.actions[-1] if self.actions else None
+            if last is not None and all(last[k] == action[k] for k in ("caller", "action", "status")):
+                last["count"] = last.get("count", 1) + 1
+                last["last_utc"] = action["utc"]
+            else:
+                self.actions.append(dict(action))
 
     # -- worker thread ------------------------------------------------------------------------
     def _work(self) -> None:

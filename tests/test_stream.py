@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import typing
 import time
 
@@ -169,13 +170,25 @@ def test_dask_local_cluster_same_numbers(tmp_path: os.PathLike[str]) -> None:
     follow(stage, "com", one, until_complete=True)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as c, \
             distributed.Client(c) as client:
-        r = follow(stage, "com", os.path.join(tmp_path, "dask.h5"), until_complete=True, scheduler=client)
-        assert r.blocks_processed == 6 and r.complete
+        r = follow(stage, "com", os.path.join(tmp_path, "dask.h5"), until_complete=True,
+                   scheduler=c.scheduler_address)          # an address, as `emedge follow --scheduler` gives it
+        assert r.blocks_processed == 6 and r.complete and r.scheduler == c.scheduler_address
+        assert client.run(lambda: __import__("sys").modules.get("emedge_core.stream.follow") is not None) \
+            == {w: True for w in client.scheduler_info()["workers"]}                  # the workers reduced
         workers = client.run(os.getpid)
     assert len(workers) == 2
     a, b = emd.read(one), emd.read(os.path.join(tmp_path, "dask.h5"))
     for name in ("values", "reason", "map"):
         np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_on_row_sees_the_map_fill(tmp_path: os.PathLike[str]) -> None:
+    seen: list[tuple[int, int, str]] = []
+    res = stream(DigitalTwin(size=16, signal="diffraction"), "4d", (5, 16), os.path.join(tmp_path, "s.h5"),
+                 dtype="uint16", on_row=lambda r, v: seen.append((r, int(np.isfinite(v[..., 0]).all(axis=1).sum()),
+                                                                  threading.current_thread().name)))
+    assert [(r, n) for r, n, _ in seen] == [(r, r + 1) for r in range(5)]
+    assert {t for _, _, t in seen} == {threading.main_thread().name} and res.complete
 
 
 def test_raw_spill_keeps_every_frame(tmp_path: os.PathLike[str]) -> None:

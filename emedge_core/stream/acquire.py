@@ -165,14 +165,17 @@ class _Store:
 def stream(instrument: Instrument, kind: str, scan: tuple[int, int], out: str, stage: typing.Optional[str] = None,
            scalarizer: typing.Any = None, codec: str = "auto", dtype: typing.Any = None,
            queue_bytes: int = QUEUE_BYTES, stop: typing.Optional[threading.Event] = None,
-           block_rows: typing.Optional[int] = None) -> StreamResult:
+           block_rows: typing.Optional[int] = None,
+           on_row: typing.Optional[typing.Callable[[int, np.ndarray], None]] = None) -> StreamResult:
     """Acquire the (H, W) ``scan`` from ``instrument`` row by row into ``out`` (EMD) and ``stage``.
 
     kind: "si" (spectra) or "4d" (diffraction patterns); scalarizer: a spec (default per kind);
     codec: of ``out`` (block files use Blosc2 LZ4); dtype: store frames as this dtype (e.g. uint16
     counts; values must fit), default theirs; queue_bytes: memory for waiting rows before raw spill;
     stop: set it to end the scan after the current row; block_rows: scan rows per published block,
-    the file then chunked by whole rows (default: the rows of one of the writer's ~4 MiB / ~1 MiB chunks).
+    the file then chunked by whole rows (default: the rows of one of the writer's ~4 MiB / ~1 MiB chunks);
+    on_row: called as ``on_row(row, values)`` with the (H, W, k) map each time a row's values are in it
+    (on the chain's thread, never the instrument's or a UI thread: e.g. to refresh a live map in Swift).
     """
     if block_rows is not None and int(block_rows) < 1:
         raise EmedgeError("--block-rows must be >= 1")
@@ -261,6 +264,8 @@ def stream(instrument: Instrument, kind: str, scan: tuple[int, int], out: str, s
             v, why = reducer.feed(frames)
             values[row.index], reason[row.index] = v, why
             latency.append(time.perf_counter() - row.arrived)
+            if on_row is not None:
+                on_row(row.index, values)
             store.queue.put(Row(row.index, frames, row.arrived))
     except BaseException:                  # a bad scalarizer setting, a bug: no half-closed file left open
         if store is not None:

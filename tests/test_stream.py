@@ -23,7 +23,7 @@ from emedge_core import EmedgeError, emd
 from emedge_core.instrument import InstrumentOptions, open_instrument
 from emedge_core.scalarize import reduce
 from emedge_core.stream import follow, stream
-from emedge_core.stream.stage import read_manifest
+from emedge_core.stream.stage import read_block, read_manifest
 from emedge_core.twin import DigitalTwin
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
@@ -55,6 +55,12 @@ def test_cli_contract_4d_twin_stage_and_follow(tmp_path: os.PathLike[str]) -> No
     assert m is not None and m["ended"] and m["complete"] and m["scan"] == [12, 20]
     assert [(b["row_start"], b["row_stop"]) for b in m["blocks"]] == [(0, 3), (3, 6), (6, 9), (9, 12)]
     assert not [n for n in os.listdir(stage) if n.endswith(".tmp")]
+    with h5py.File(out, "r") as whole:             # a block holds FILE.h5's own chunk bytes, plain-readable
+        for b in m["blocks"]:
+            with h5py.File(os.path.join(stage, b["file"]), "r") as f:
+                np.testing.assert_array_equal(f["data"][()], frames[b["row_start"]:b["row_stop"]])
+                assert f["data"].id.read_direct_chunk((0, 0, 0, 0)) == \
+                    whole["data/data/data"].id.read_direct_chunk((b["row_start"], 0, 0, 0))
     res = os.path.join(tmp_path, "result.h5")
     r = emedge("follow", stage, "--scalarizer", "virtual_bf", "--out", res, "--until-complete", "--json")
     assert r.returncode == 0, r.stderr
@@ -271,7 +277,7 @@ def test_stage_full_tmpfs(tmp_path: os.PathLike[str]) -> None:
         m = read_manifest(stage)                           # the last good manifest, every block in it readable
         assert m is not None and len(m["blocks"]) >= 1
         for b in m["blocks"]:
-            assert emd.read(os.path.join(stage, b["file"]), "data").shape == (1, 64, 32, 32)
+            assert read_block(stage, b).shape == (1, 64, 32, 32)
         assert not [n for n in os.listdir(stage) if n.endswith(".tmp")]
         with h5py.File(out, "r") as f:                     # the file on the other disk holds every row received
             assert int(f["data/data/data"].attrs["frames_written"]) == res.frames == res.rows * 64

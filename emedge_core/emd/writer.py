@@ -122,6 +122,9 @@ class ArraySink:
         self._frames_attr: typing.Any = None
         self._crcs = np.zeros(4096, np.uint32)    # the checksums' current HDF5 chunk
         self._one: typing.Any = None              # the codec on one thread (pool workers)
+        #: called as ``on_chunk(payload, first_frame, k)`` after each dense chunk is written (its encoded
+        #: bytes, the flat index of its first frame, its frame count), e.g. to publish the same bytes elsewhere
+        self.on_chunk: typing.Optional[typing.Callable[[bytes, int, int], None]] = None
 
     @property
     def total(self) -> typing.Optional[int]:
@@ -243,6 +246,8 @@ class ArraySink:
             self._write_sparse(block[:k], k)
         else:
             self._write_dense(payload, k)
+            if self.on_chunk is not None:
+                self.on_chunk(payload, self._committed, k)
         n, step = self._n_chunks, len(self._crcs)
         if n and n % step == 0:                    # a full HDF5 chunk of CRCs: on to the file before reuse
             self._write_crcs(n - step)

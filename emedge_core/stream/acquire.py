@@ -26,6 +26,7 @@ import typing
 import numpy as np
 
 from emedge_core import EmedgeError, emd
+from emedge_core.compress import SparseCodec
 from emedge_core.emd.layout import os_error
 from emedge_core.instrument import Frames, Instrument
 from emedge_core.scalarize import Reducer, Signal, from_spec
@@ -109,6 +110,9 @@ class _Store:
                 raise
         self.stage, self.h, self.queue, self.stop = stage, h, queue, stop
         self.pending: list[np.ndarray] = []
+        self.chunks: list[tuple[bytes, int, int]] = []      # FILE.h5's encoded chunks of the pending rows
+        if self.publisher is not None:
+            self.writer.sink.on_chunk = lambda payload, first, k: self.chunks.append((payload, first, k))
         self.block_start = self.published = self.done = self.raw_bytes = self.dropped = 0
         self.stopped: typing.Optional[str] = None
         self.thread = threading.Thread(target=self._run, name="emedge-store", daemon=True)
@@ -137,14 +141,30 @@ class _Store:
     def _publish(self) -> None:
         assert self.publisher is not None
         try:
-            self.publisher.publish(self.block_start, np.stack(self.pending))
+            h5 = self._plain_chunks()
+            if h5 is not None:                 # the bytes FILE.h5 got: compressed once
+                self.publisher.publish_chunks(self.block_start, len(self.pending), self.chunks, h5)
+            else:
+                self.publisher.publish(self.block_start, np.stack(self.pending))
             self.published += 1
         except (OSError, EmedgeError) as e:
             err = os_error(e) if isinstance(e, OSError) else str(e)
             self.stopped = f"stage {self.stage}: {err}; acquisition stopped after {self.done} of {self.h} rows"
             self.stop.set()
             self.publisher = None
-        self.block_start, self.pending = self.done, []
+        self.block_start, self.pending, self.chunks = self.done, [], []
+
+    def _plain_chunks(self) -> typing.Optional[dict[str, typing.Any]]:
+        """The block's data set layout when the pending rows are exactly whole chunks FILE.h5 wrote with
+        a codec its HDF5 filter alone decodes, else None (then the block is compressed on its own)."""
+        sink, w = self.writer.sink, int(self.writer.sink.nav_shape[1]) if self.writer.sink.nav_shape else 0
+        codec = sink.codec
+        if codec is None or isinstance(codec, SparseCodec) or codec.transform is not None or not self.chunks:
+            return None
+        if self.chunks[0][1] != self.block_start * w or sum(k for _, _, k in self.chunks) != len(self.pending) * w:
+            return None
+        return {"dtype": codec.stored_dtype(sink.dtype), "chunks": (sink.r, sink.c) + sink.frame_shape,
+                "filter": codec.h5_filter(), "frame_shape": sink.frame_shape}
 
     def finish(self) -> None:
         """Wait for the rows queued so far; publish a stopped scan's last, short block."""

@@ -1,7 +1,11 @@
 """The staging directory (the facility's NAS): closed block files and a manifest, both atomic.
 
-Each block of scan rows becomes one small EMD file ``block_RRRRRR.h5`` (rows ``RRRRRR`` on), written
-under a temporary name, fsync'ed, then renamed, so a reader never sees half a block. The manifest
+Each block of scan rows becomes one small HDF5 file ``block_RRRRRR.h5`` (rows ``RRRRRR`` on), written
+under a temporary name, fsync'ed, then renamed, so a reader never sees half a block. Its data set
+``data`` (rows, W, *sig) holds the very chunk bytes FILE.h5 got (same chunks, same plain HDF5 filter:
+compressed once, readable by h5py + hdf5plugin); a block that cannot be made so (an opt-in codec
+that needs emedge's inverse, or the short last block of a stopped scan) is an EMD file written with
+Blosc2 instead. :func:`read_block` reads both. The manifest
 ``manifest.json`` lists the published blocks and the scan's layout; it is rewritten the same way
 after every block, so a reader that starts late or restarts resumes from it::
 
@@ -16,6 +20,7 @@ import json
 import os
 import typing
 
+import h5py
 import numpy as np
 
 from emedge_core import EmedgeError, emd
@@ -75,22 +80,44 @@ class Publisher:
         write_json(os.path.join(directory, MANIFEST), self.manifest)
 
     def publish(self, row_start: int, frames: np.ndarray) -> None:
-        """Publish rows ``row_start``.. as one block; ``frames``: (rows, W, *sig). OSError (a full
-        disk) leaves no partial file behind and the manifest as it was."""
+        """Publish rows ``row_start``.. as one block, compressed here; ``frames``: (rows, W, *sig).
+        OSError (a full disk) leaves no partial file behind and the manifest as it was."""
+        self._publish(row_start, len(frames), lambda tmp: emd.write(tmp, {"data": frames}, codec=self.codec))
+
+    def publish_chunks(self, row_start: int, rows: int, chunks: typing.Sequence[tuple[bytes, int, int]],
+                       h5: dict[str, typing.Any]) -> None:
+        """Publish rows ``row_start``..``row_start + rows`` as one block made of already encoded chunks:
+        ``chunks``: (payload, first flat frame, frames) as FILE.h5's writer wrote them; ``h5``: the data
+        set's ``dtype``, ``chunks`` (chunk shape), ``filter`` (h5py filter arguments) and ``frame_shape``."""
+        w = int(self.manifest["scan"][1])
+        sig = tuple(h5["frame_shape"])
+
+        def write(tmp: str) -> None:
+            with h5py.File(tmp, "w") as f:
+                d = f.create_dataset("data", shape=(rows, w, *sig), dtype=h5["dtype"], chunks=tuple(h5["chunks"]),
+                                     **h5["filter"])
+                for payload, first, _ in chunks:
+                    r, c = divmod(first, w)
+                    d.id.write_direct_chunk((r - row_start, c) + (0,) * len(sig), payload)
+                d.attrs["row_start"] = row_start
+
+        self._publish(row_start, rows, write)
+
+    def _publish(self, row_start: int, rows: int, write: typing.Callable[[str], typing.Any]) -> None:
         name = f"block_{row_start:06d}.h5"
         final = os.path.join(self.directory, name)
         tmp = os.path.join(self.directory, "." + name + ".tmp")
         try:
-            emd.write(tmp, {"data": frames}, codec=self.codec)
+            write(tmp)
             replace_atomically(tmp, final)
         except (OSError, EmedgeError):
             if os.path.exists(tmp):
                 os.remove(tmp)
             raise
-        self.manifest["blocks"].append({"file": name, "row_start": row_start, "row_stop": row_start + len(frames),
-                                        "frames": int(frames.shape[0] * frames.shape[1]),
-                                        "bytes": os.path.getsize(final)})
-        self.manifest["frames"] += int(frames.shape[0] * frames.shape[1])
+        frames = rows * int(self.manifest["scan"][1])
+        self.manifest["blocks"].append({"file": name, "row_start": row_start, "row_stop": row_start + rows,
+                                        "frames": frames, "bytes": os.path.getsize(final)})
+        self.manifest["frames"] += frames
         write_json(os.path.join(self.directory, MANIFEST), self.manifest)
 
     def end(self, complete: bool, stopped: typing.Optional[str]) -> None:
@@ -114,4 +141,8 @@ def read_manifest(directory: str) -> typing.Optional[dict[str, typing.Any]]:
 
 def read_block(directory: str, block: dict[str, typing.Any]) -> np.ndarray:
     """The (rows, W, *sig) frames of one published block."""
-    return np.asarray(emd.read(os.path.join(directory, block["file"]), "data"))
+    path = os.path.join(directory, block["file"])
+    with h5py.File(path, "r") as f:
+        if isinstance(f.get("data"), h5py.Dataset):        # the writer's own chunk bytes
+            return np.asarray(f["data"][()])
+    return np.asarray(emd.read(path, "data"))

@@ -400,7 +400,7 @@ class DKLSurrogate:
             self.refits += 1
         return self._post
 
-    def prediction(self) -> typing.Any:
+    def prediction(self, wait: bool = True) -> typing.Any:
         """Mean, std and mean -+ 1.96 std (scalar units), as :class:`emedge_core.gp.Prediction`."""
         from emedge_core.gp import Prediction
 

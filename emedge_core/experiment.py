@@ -328,7 +328,7 @@ class Experiment:
                 if not axis:
                     axis = ({"energy_eV": measured.energy_eV} if measured.energy_eV is not None
                             else {"mrad_per_px": measured.mrad_per_px})
-                post = steerer.posterior() if needs_model and not steerer.seeding else None
+                post = steerer.posterior(wait=False) if needs_model and not steerer.seeding else None
                 seconds = time.perf_counter() - t0
                 step_seconds.append(seconds)
                 step_measured.append(len(steerer.order))

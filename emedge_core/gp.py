@@ -451,7 +451,9 @@ class GPSurrogate:
     once (rank-1 updates, the current hyper-parameters); refits (:func:`choose` + a full
     :meth:`GPState.build`) run in a worker thread with ``background`` and are swapped in, with the
     points that came meanwhile added by rank-1 updates, when done - so :meth:`posterior` never waits
-    for training, except for the very first fit. Without ``background`` a refit runs in line when the
+    for training, except for the very first fit (in line: in the background it starved behind a
+    fast loop holding the GIL, and the run went on at random). Without ``background`` a refit runs
+    in line when the
     points added since the last one reach max(1, n / ``refit_fraction``) - deterministic, for tests
     and benchmarks.
 
@@ -574,8 +576,11 @@ class GPSurrogate:
         self._swap()
         return self.state.posterior() if self.state is not None else None
 
-    def prediction(self) -> typing.Optional[Prediction]:
-        """Median, std and 95 % interval in scalar units; None before two values."""
+    def prediction(self, wait: bool = True) -> typing.Optional[Prediction]:
+        """Median, std and 95 % interval in scalar units; None before two values (and, without
+        ``wait``, until the first background fit is in)."""
+        if wait and self.state is None and len(self.y) >= 2:
+            self.wait()
         self._swap()
         return self.state.predictive() if self.state is not None else None
 

@@ -34,7 +34,7 @@ class Surrogate(typing.Protocol):
 
     def posterior(self) -> typing.Optional[Posterior]: ...
 
-    def prediction(self) -> typing.Optional[Prediction]: ...
+    def prediction(self, wait: bool = True) -> typing.Optional[Prediction]: ...
 
     def wait(self) -> None: ...
 
@@ -88,7 +88,7 @@ class Steerer:
         idx = self.patches.lookup(pos)
         if (idx < 0).any():
             raise ValueError(f"positions {pos[idx < 0].tolist()} are not candidates")
-        pred = self.model.prediction() if self.acquisition.needs_model and not self.seeding else None
+        pred = self.model.prediction(wait=False) if self.acquisition.needs_model and not self.seeding else None
         for i, v in zip(idx.tolist(), vals.tolist()):
             self.measured[i] = True
             self.order.append(i)
@@ -127,16 +127,17 @@ class Steerer:
                                           coords=coords, last=last, travel=self.travel)
         return coords[idx]
 
-    def posterior(self) -> typing.Optional[Prediction]:
+    def posterior(self, wait: bool = True) -> typing.Optional[Prediction]:
         """What the model believes at every candidate, in the scalar's units: ``.mean`` (N,), ``.std``
-        (N,), ``.lower`` / ``.upper`` (N,) the 95 % interval; None before two values."""
+        (N,), ``.lower`` / ``.upper`` (N,) the 95 % interval; None before two values. Without ``wait``
+        also None while the first fit is still running in the background."""
         self._tell_pending()
-        return self.model.prediction()
+        return self.model.prediction(wait=wait)
 
     def history(self) -> History:
         """What the stopping rules look at."""
         good = self.good
-        pred = self.model.prediction() if self.acquisition.needs_model and len(good) >= 2 else None
+        pred = self.model.prediction(wait=False) if self.acquisition.needs_model and len(good) >= 2 else None
         return History(n_measured=len(self.order),
                        max_std=float(pred.std[~self.measured].max()) if pred is not None and not self.measured.all()
                        else None,

@@ -77,7 +77,7 @@ def model_for(policy: str, patches: Patches, survey: np.ndarray, seed: int) -> t
         return default_model(patches, survey, background=False)
     if policy == "plain_gp":
         return GPSurrogate(patches.features, patches.coords, unit_px=unit, structures=("pca",), warp="none",
-                           background=False, refit_fraction=REFIT_EVERY_POINT)
+                           background=False, refit_fraction=REFIT_EVERY_POINT, standardise_by_seeds=False)
     if policy == "gp_pca_space":
         return GPSurrogate(patches.features, patches.coords, unit_px=unit, structures=("pca+space",),
                            background=False)

@@ -365,10 +365,14 @@ class Choice:
 
 
 def choose(inputs: Inputs, idx: np.ndarray, y: np.ndarray, previous: typing.Optional[Choice],
-           structures: typing.Sequence[str] = STRUCTURES, warp: str = "auto", margin: float = MARGIN) -> Choice:
+           structures: typing.Sequence[str] = STRUCTURES, warp: str = "auto", margin: float = MARGIN,
+           population: typing.Optional[np.ndarray] = None) -> Choice:
     """Fit every structure x warp on the measured points and keep the best LOO log score (the
     previous choice, refitted on today's data without moving its hyper-parameters, competes too).
-    A structure with the position term must beat the plain feature kernel by ``margin`` nats per point."""
+    A structure with the position term must beat the plain feature kernel by ``margin`` nats per point.
+    ``population``: values measured at random (the seeds); the targets are standardised with their
+    mean and spread, not those of all points, which the acquisition picked where values are high - so
+    the prior mean far from the measurements is the specimen's, not that of the hits."""
     y = np.asarray(y, np.float64)
     cs: list[typing.Optional[float]] = [None]
     if warp == "auto" and (y >= 0).all():
@@ -378,7 +382,7 @@ def choose(inputs: Inputs, idx: np.ndarray, y: np.ndarray, previous: typing.Opti
     prev_h = {previous.hypers.structure: previous.hypers} if previous is not None else {}
     candidates: list[tuple[Hypers, Warp]] = []
     for c in cs:
-        wp = Warp.fit(y, c)
+        wp = Warp.fit(population if population is not None else y, c)
         u = wp.forward(y)
         for st in structures:
             init = prev_h.get(st)
@@ -387,8 +391,11 @@ def choose(inputs: Inputs, idx: np.ndarray, y: np.ndarray, previous: typing.Opti
                 inputs, idx, u, Hypers(st, lf=inputs.median_feature_distance), iters=40)
             candidates.append((h, wp))
     if previous is not None and previous.hypers.structure in structures:
-        candidates.append((previous.hypers, Warp.fit(y, previous.warp.c)))    # keep them if no better
+        # keep them if no better (refitted warp statistics when standardising with all points)
+        candidates.append((previous.hypers, previous.warp if population is not None else Warp.fit(y, previous.warp.c)))
     for h, wp in candidates:
+        if wp.c is not None and (y + wp.c <= 0).any():
+            continue
         try:
             mu, var = loo(inputs, idx, wp.forward(y), h)
         except torch.linalg.LinAlgError:
@@ -458,14 +465,17 @@ class GPSurrogate:
     and benchmarks.
 
     features: (N, F) candidate features; coords: (N, 2) px; unit_px: the length unit (lattice period);
-    structures: the kernels to choose from; warp: "auto" (log-warp a never-negative scalar) or "none".
+    structures: the kernels to choose from; warp: "auto" (log-warp a never-negative scalar) or "none";
+    standardise_by_seeds: standardise the targets with the values of the first fit (the random seeds)
+    rather than with all values (see :func:`choose`).
     On CPU torch runs one intra-op thread (small matrices; OpenMP threads spinning against another
     process on a 2-core box made a fit 20-60x slower).
     """
 
     def __init__(self, features: np.ndarray, coords: np.ndarray, *, unit_px: float,
                  structures: typing.Sequence[str] = STRUCTURES, warp: str = "auto", background: bool = True,
-                 refit_fraction: int = 10, device: typing.Optional[str] = None) -> None:
+                 refit_fraction: int = 10, device: typing.Optional[str] = None,
+                 standardise_by_seeds: bool = True) -> None:
         import threading
 
         bad = [s for s in structures if s not in STRUCTURES]
@@ -478,6 +488,7 @@ class GPSurrogate:
             torch.set_num_threads(1)
         self.structures, self.warp, self.background = tuple(structures), warp, bool(background)
         self.refit_fraction = int(refit_fraction)
+        self.standardise_by_seeds = bool(standardise_by_seeds)
         self.idx: list[int] = []
         self.y: list[float] = []
         self.state: typing.Optional[GPState] = None
@@ -486,6 +497,7 @@ class GPSurrogate:
         self.updates = 0           # rank-1 updates
         self.history: list[dict[str, typing.Any]] = []       # per refit: n, structure, hypers, score
         self._fitted_n = 0
+        self._population: typing.Optional[np.ndarray] = None
         self._lock = threading.Lock()
         self._worker: typing.Optional[threading.Thread] = None
         self._ready: typing.Optional[tuple[int, Choice, GPState]] = None
@@ -526,7 +538,9 @@ class GPSurrogate:
 
     def _refit(self, n: int, prev: typing.Optional[Choice]) -> tuple[int, Choice, GPState]:
         idx, y = np.asarray(self.idx[:n]), np.asarray(self.y[:n])
-        c = choose(self.inputs, idx, y, prev, self.structures, self.warp)
+        if self._population is None and self.standardise_by_seeds:
+            self._population = y.copy()             # the first fit's values: the random seeds
+        c = choose(self.inputs, idx, y, prev, self.structures, self.warp, population=self._population)
         return n, c, GPState(self.inputs, c.hypers, c.warp, c.calibration, capacity=max(64, 2 * n)).build(idx, y)
 
     def _work(self, n: int, prev: typing.Optional[Choice]) -> None:

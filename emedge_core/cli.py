@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import typing
 
@@ -53,13 +54,23 @@ def main(argv: typing.Optional[typing.Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        sys.stdout.flush()          # inside the try: a closed pipe is caught below
+        return status
     except EmedgeError as e:
         print(f"emedge: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("emedge: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `emedge inspect FILE | head`: the reader went away. Point stdout at /dev/null so the
+        # interpreter's final flush does not raise again; no signal handler is changed, so this is
+        # safe in-process (Swift's console, tests).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 0
 
 
 if __name__ == "__main__":

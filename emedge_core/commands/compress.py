@@ -171,10 +171,6 @@ def run_compress(args: argparse.Namespace) -> int:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    import signal
-
-    if hasattr(signal, "SIGPIPE"):      # `emedge inspect FILE | head`: stop quietly when the reader goes away
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     from emedge_core import emd
     from emedge_core.io import open_data
 

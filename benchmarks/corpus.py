@@ -180,7 +180,8 @@ def _eels_coreloss(size: int = 64, step_nm: float = 0.5, seed: int = 2) -> dict[
     e = energy[None, None, :]
     background = 3e3 * thick[..., None] * (e / 380.0) ** -3.2
     onset = 456.0
-    edge = np.where(e > onset, (np.maximum(e - onset, 1e-3) / 10 + 1) ** -1.2, 0.0) * (1 - np.exp(-np.maximum(e - onset, 0) / 1.0))
+    above = np.maximum(e - onset, 0.0)
+    edge = np.where(e > onset, (above / 10 + 1) ** -1.2, 0.0) * (1 - np.exp(-above / 1.0))
     white = np.exp(-0.5 * ((e - 458.0) / 0.9) ** 2) + 1.3 * np.exp(-0.5 * ((e - 463.5) / 1.1) ** 2)
     clean = background + (ti * thick)[..., None] * 90.0 * (edge + 1.5 * white)
     measured, truth, expected = _scalar_maps(

@@ -117,7 +117,7 @@ def run_policy(policy: str, data: dict[str, typing.Any], patches: Patches, top: 
             out["max_std_step_factor_p95"] = float(np.exp(np.percentile(np.abs(np.diff(np.log(max_std))), 95)))
         hist = getattr(st.model, "history", None)
         if hist:                   # step-to-step change of the length scales between refits (a factor)
-            jumps = [max(abs(np.log(b[k] / a[k])) for k in ("lf", "ls")) for a, b in zip(hist, hist[1:])
+            jumps = [max(abs(np.log(b[k] / a[k])) for k in ("lf", "ls")) for a, b in zip(hist, hist[1:], strict=False)
                      if a["structure"] == b["structure"] and a["n"] >= 30]
             out["lengthscale_step_factor_p95"] = float(np.exp(np.percentile(jumps, 95))) if jumps else None
         if policy in ("default", "gp_pca_space", "gp_nowarp", "plain_gp"):

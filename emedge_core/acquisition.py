@@ -143,7 +143,7 @@ class Random(Acquisition):
     def score(self, post: Posterior, rng: np.random.Generator) -> np.ndarray:
         return rng.random(len(post.mean))
 
-    def select(self, post: typing.Optional[Posterior], q: int, exclude: np.ndarray,  # type: ignore[override]
+    def select(self, post: typing.Optional[Posterior], q: int, exclude: np.ndarray,
                rng: np.random.Generator, coords: typing.Optional[np.ndarray] = None,
                last: typing.Optional[np.ndarray] = None, travel: float = 0.0) -> np.ndarray:
         free = np.flatnonzero(~exclude)

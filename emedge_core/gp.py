@@ -164,7 +164,7 @@ def fit_hypers(inputs: Inputs, idx: np.ndarray, u: np.ndarray, init: Hypers, ite
 
     def loss_fn() -> torch.Tensor:
         logs = torch.clamp(x[:-1], lo, hi)
-        v = dict(zip(names, torch.exp(logs)))
+        v = dict(zip(names, torch.exp(logs), strict=True))
         k = v["noise"] * eye
         if "sf" in v:
             k = k + v["sf"] * torch.exp(-0.5 * df2 / v["lf"] ** 2)
@@ -197,7 +197,7 @@ def fit_hypers(inputs: Inputs, idx: np.ndarray, u: np.ndarray, init: Hypers, ite
     x = x.detach()
     vals = {k: float(math.exp(min(max(float(x[i]), math.log(_BOUNDS[k][0])), math.log(_BOUNDS[k][1]))))
             for i, k in enumerate(names)}
-    return dataclasses.replace(init, mean=float(x[-1]), **vals)
+    return dataclasses.replace(init, mean=float(x[-1]), **vals)  # type: ignore[arg-type]
 
 
 def _chol(k: torch.Tensor) -> torch.Tensor:
@@ -506,7 +506,7 @@ class GPSurrogate:
     # -- data in -------------------------------------------------------------------------
     def tell(self, idx: typing.Sequence[int], y: typing.Sequence[float]) -> None:
         """Add values ``y`` measured at candidates ``idx`` (finite only) and condition on them."""
-        for i, v in zip(idx, y):
+        for i, v in zip(idx, y, strict=True):
             self.idx.append(int(i))
             self.y.append(float(v))
             if self.state is not None and self.state.warp.c is not None and v <= -self.state.warp.c:
@@ -570,7 +570,7 @@ class GPSurrogate:
         self._install(*ready)
 
     def _install(self, n: int, c: Choice, state: GPState) -> None:
-        for i, v in zip(self.idx[n:], self.y[n:]):
+        for i, v in zip(self.idx[n:], self.y[n:], strict=True):
             state.update(i, v)
             self.updates += 1
         self.state, self.choice, self._fitted_n = state, c, n

@@ -89,7 +89,7 @@ class Steerer:
         if (idx < 0).any():
             raise ValueError(f"positions {pos[idx < 0].tolist()} are not candidates")
         pred = self.model.prediction(wait=False) if self.acquisition.needs_model and not self.seeding else None
-        for i, v in zip(idx.tolist(), vals.tolist()):
+        for i, v in zip(idx.tolist(), vals.tolist(), strict=True):
             self.measured[i] = True
             self.order.append(i)
             self.values.append(v)

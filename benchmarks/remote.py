@@ -59,8 +59,10 @@ def main() -> int:
             order = ("local", "remote") if rep % 2 == 0 else ("remote", "local")
             for where in order:
                 out = os.path.join(tmp, f"{where}-{rep}")
-                args = (["run", "--instrument", "twin", "--size", str(a.size), "--out", out, *common] if where == "local"
-                        else ["remote", "run", "--url", url, "--token-file", token_file, "--out", out, *common])
+                if where == "local":
+                    args = ["run", "--instrument", "twin", "--size", str(a.size), "--out", out, *common]
+                else:
+                    args = ["remote", "run", "--url", url, "--token-file", token_file, "--out", out, *common]
                 summary, wall = _cli(args, env)
                 positions.setdefault(where, summary["positions"])
                 rows.append({"where": where, "repeat": rep, "step_median_s": summary["seconds_per_step_median"],

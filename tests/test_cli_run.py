@@ -1,6 +1,5 @@
 """``emedge run`` end to end, as other tools call it: a subprocess, JSON on the last line."""
 import json
-import os
 import subprocess
 import sys
 
@@ -20,8 +19,9 @@ def emedge(*args, cwd=None):
 
 def test_run_twin_json_and_files(tmp_path):
     out = tmp_path / "out"
-    p = emedge("run", "--instrument", "twin", "--scalarizer", '{"name":"eels_band_ratio","low_eV":[5,10],"high_eV":[15,20]}',
-               "--budget", "12", *SMALL, "--acquisition", "ei", "--out", str(out), "--json")
+    spec = '{"name":"eels_band_ratio","low_eV":[5,10],"high_eV":[15,20]}'
+    p = emedge("run", "--instrument", "twin", "--scalarizer", spec, "--budget", "12", *SMALL, "--acquisition", "ei",
+               "--out", str(out), "--json")
     assert p.returncode == 0, p.stderr
     summary = json.loads(p.stdout.strip().splitlines()[-1])
     assert len(summary["positions"]) == len(summary["scalars"]) == 12
@@ -58,7 +58,8 @@ def test_run_replay_and_rerun_of_an_experiment_file(tmp_path):
     np.testing.assert_allclose(first["scalars"], ref, rtol=1e-6)
     # the experiment file replays: only its measured positions are candidates
     p = emedge("run", "--instrument", "replay", "--data", str(tmp_path / "o" / "experiment.h5"), "--scalarizer",
-               "com_magnitude", "--budget", "10", "--window", "8", "--seeds", "4", "--out", str(tmp_path / "o2"), "--json")
+               "com_magnitude", "--budget", "10", "--window", "8", "--seeds", "4", "--out", str(tmp_path / "o2"),
+               "--json")
     assert p.returncode == 0, p.stderr
     again = json.loads(p.stdout.splitlines()[-1])
     assert sorted(map(tuple, again["positions"])) == sorted(map(tuple, first["positions"]))

@@ -29,21 +29,24 @@ from emedge_core.remote.server import Limits, RemoteServer
 N_CASES = 10_000
 ALLOWED = {200, 201, 400, 404, 405, 409, 413}
 
-scalars = (st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False)
-           | st.text(max_size=12))
+# no subnormal floats: a library loaded earlier in the same process (built with -ffast-math) may have set
+# flush-to-zero, and hypothesis then refuses to draw them (FloatingPointError in the full suite)
+scalars = (st.none() | st.booleans() | st.integers(-2**70, 2**70)
+           | st.floats(allow_nan=False, allow_subnormal=False) | st.text(max_size=12))
 json_values = st.recursive(scalars, lambda c: st.lists(c, max_size=6) | st.dictionaries(st.text(max_size=8), c,
                                                                                           max_size=6), max_leaves=24)
-position = st.lists(st.integers(-5, 60) | st.floats(-1, 60) | st.none(), min_size=0, max_size=3)
+position = st.lists(st.integers(-5, 60) | st.floats(-1, 60, allow_subnormal=False) | st.none(),
+                    min_size=0, max_size=3)
 FIELDS = {  # every field any request has, with values near and off their rules
     "scalarizer": st.sampled_from(["eels_peak_energy", "com", "nope", "", '{"name": "eels_band_integral"}',
                                    "{bad json", '{"name": 3}']) | json_values,
     "budget": st.integers(-3, 200_000) | json_values, "seeds": st.integers(-3, 200_000) | json_values,
     "batch": st.integers(-1, 2000) | json_values, "acquisition": st.sampled_from(["ucb", "ei", "x"]) | json_values,
-    "beta": st.floats() | json_values, "window": st.integers(-1, 300) | json_values,
+    "beta": st.floats(allow_subnormal=False) | json_values, "window": st.integers(-1, 300) | json_values,
     "seed": st.integers(-1, 2**32) | json_values, "signal": st.sampled_from(["spectrum", "diffraction", "ir"]),
     "positions": st.lists(position, max_size=8) | json_values, "values": st.lists(scalars, max_size=8),
-    "n": st.integers(-2, 2000) | json_values, "stop_uncertainty": st.floats() | json_values,
-    "drift_every": st.integers(-1, 10) | json_values, "travel": st.floats() | json_values,
+    "n": st.integers(-2, 2000) | json_values, "stop_uncertainty": st.floats(allow_subnormal=False) | json_values,
+    "drift_every": st.integers(-1, 10) | json_values, "travel": st.floats(allow_subnormal=False) | json_values,
 }
 field_objects = st.fixed_dictionaries({}, optional=FIELDS)
 ROUTES = [("POST", "/v1/runs"), ("POST", "/v1/measure"), ("POST", "/v1/survey"), ("POST", "/v1/steer"),

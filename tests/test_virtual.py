@@ -41,8 +41,8 @@ def test_same_seed_reproduces_the_recorded_positions(recorded: pathlib.Path, tmp
 def test_policies_run_on_the_recorded_pool(recorded: pathlib.Path) -> None:
     rec = read_recorded(str(recorded))
     runs = virtual_runs(rec, ["ucb", "random"], seeds=3, seed=0, repeats=2, budget=8)
-    recorded_at = {tuple(p): v for p, v in zip(rec.positions.tolist(), rec.values.tolist())}
-    for policy, vals in runs.items():
+    recorded_at = {tuple(p): v for p, v in zip(rec.positions.tolist(), rec.values.tolist(), strict=True)}
+    for vals in runs.values():
         assert len(vals) == 2 and all(len(v) == 8 for v in vals)
         for v in vals:       # every virtual value is a recorded one (the same frames, scalarized again)
             assert all(any(np.isclose(x, r) for r in recorded_at.values()) for x in v)

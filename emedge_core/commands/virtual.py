@@ -30,9 +30,9 @@ import typing
 import numpy as np
 
 from emedge_core import EmedgeError
+from emedge_core.choices import POLICIES
 from emedge_core.instrument import Frames, Instrument, Survey
 
-POLICIES = ("ucb", "ei", "maxvar", "thompson", "random")
 
 
 def register(sub: typing.Any) -> None:

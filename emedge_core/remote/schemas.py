@@ -15,9 +15,9 @@ import typing
 
 import numpy as np
 
-from emedge_core.acquisition import ACQUISITIONS as _POLICIES
+from emedge_core.choices import POLICIES
 
-ACQUISITIONS = tuple(_POLICIES)
+ACQUISITIONS = POLICIES
 SIGNALS = ("spectrum", "diffraction")
 MAX_POSITIONS = 4096          # positions in one measure/observe request
 MAX_SPEC_CHARS = 2000         # characters of a scalarizer spec

@@ -15,6 +15,7 @@ import sys
 import typing
 
 from emedge_core import EmedgeError
+from emedge_core.choices import POLICIES
 
 
 def register(sub: typing.Any) -> None:
@@ -34,7 +35,7 @@ def register(sub: typing.Any) -> None:
     run.add_argument("--budget", type=int, default=100, help="measurements in all, seeds included (default 100)")
     run.add_argument("--seeds", type=int, default=10, help="random seed points (default 10)")
     run.add_argument("--batch", type=int, default=1, help="points per step (default 1)")
-    run.add_argument("--acquisition", default="ucb", choices=("ucb", "ei", "maxvar", "thompson", "random"))
+    run.add_argument("--acquisition", default="ucb", choices=POLICIES)
     run.add_argument("--beta", type=float, default=2.0, help="UCB exploration weight (default 2)")
     run.add_argument("--window", type=int, default=16, help="patch edge in survey px (default 16)")
     run.add_argument("--seed", type=int, default=0, help="random seed of everything (default 0)")

@@ -56,7 +56,13 @@ def register(sub: typing.Any) -> None:
                    help="also stop when the largest predictive std falls below STD (scalar units)")
     p.add_argument("--stop-predictability", default=None, metavar="K:TOL",
                    help="also stop when the last K measurements were predicted within TOL")
-    p.add_argument("--retrain", action="store_true", help="refit the model from scratch every step")
+    p.add_argument("--model", choices=("gp", "dkl"), default=None,
+                   help="surrogate: gp = exact GP on PCA patch features and probe position, kernel and log warp "
+                        "chosen by leave-one-out score, refitted in the background (default); dkl = deep kernel "
+                        "learning, refitted every step (default when --extractor cnn or --retrain is given)")
+    p.add_argument("--dwell", type=float, default=0.0, metavar="S",
+                   help="add S seconds of detector dwell per position (a simulated pace for the idle figures)")
+    p.add_argument("--retrain", action="store_true", help="dkl: refit the model from scratch every step")
     p.add_argument("--extractor", choices=("mlp", "cnn"), default="mlp",
                    help="DKL feature extractor: mlp on 16 PCA scores per patch (default, fastest) or a small "
                         "CNN on the raw patch (shift-tolerant, ~5x slower per step)")
@@ -76,6 +82,17 @@ def register(sub: typing.Any) -> None:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line last")
     p.set_defaults(func=run)
+
+
+def _model(args: argparse.Namespace) -> dict[str, typing.Any]:
+    """The run's model settings from the options (see ExperimentConfig.model)."""
+    kind = args.model or ("dkl" if args.extractor != "mlp" or args.retrain else "gp")
+    if kind == "gp":
+        if args.extractor != "mlp" or args.retrain:
+            raise EmedgeError("--extractor and --retrain apply to --model dkl")
+        return {"kind": "gp", "spatial": args.spatial}
+    return {"kind": "dkl", "retrain": args.retrain, "extractor": args.extractor, "spatial": args.spatial,
+            "spatial_lengthscale": args.spatial_lengthscale}
 
 
 def _patch_choice(args: argparse.Namespace, instrument: typing.Any, scalarizer: typing.Any) -> typing.Any:
@@ -145,8 +162,7 @@ def run(args: argparse.Namespace) -> int:
         patch_mode=choice.mode, components=choice.components,
         seed=args.seed, travel=args.travel, stop_uncertainty=args.stop_uncertainty,
         stop_predictability=_predictability(args.stop_predictability),
-        model={"retrain": args.retrain, "extractor": args.extractor, "spatial": args.spatial,
-               "spatial_lengthscale": args.spatial_lengthscale}, drift_every=args.drift_every)
+        model=_model(args), drift_every=args.drift_every, dwell_s=args.dwell)
     if config.seeds < 2 and config.budget >= 2:
         raise EmedgeError("--seeds must be >= 2")
     try:

@@ -38,6 +38,8 @@ import numpy as np
 import torch
 from linear_operator.utils.errors import NotPSDError
 
+from emedge_core.prediction import Prediction
+
 KERNELS = ("rbf", "matern52", "matern32")
 EXTRACTORS = ("mlp", "cnn")
 
@@ -401,8 +403,7 @@ class DKLSurrogate:
         return self._post
 
     def prediction(self, wait: bool = True) -> typing.Any:
-        """Mean, std and mean -+ 1.96 std (scalar units), as :class:`emedge_core.gp.Prediction`."""
-        from emedge_core.gp import Prediction
+        """Mean, std and mean -+ 1.96 std (scalar units), as :class:`emedge_core.prediction.Prediction`."""
 
         post = self.posterior()
         if post is None:

@@ -23,7 +23,8 @@ import numpy as np
 from emedge_core import EmedgeError, __version__, consistency
 from emedge_core.acquisition import make_acquisition
 from emedge_core.dkl import DKLRegressor
-from emedge_core.gp import STRUCTURES, Prediction
+from emedge_core.gp import STRUCTURES
+from emedge_core.prediction import Prediction
 from emedge_core.drift import DriftTracker
 from emedge_core.instrument import Frames, Instrument, Survey
 from emedge_core.patches import make_patches

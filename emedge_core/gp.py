@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from emedge_core.dkl import Posterior
+from emedge_core.prediction import Prediction
 
 STRUCTURES = ("pca", "space", "pca+space")
 WARP_FACTORS = (0.1, 1.0, 10.0)
@@ -341,16 +342,6 @@ class GPState:
             s2 = (sd * self.warp.scale) ** 2
             std = np.sqrt(np.expm1(s2)) * np.exp(self.warp.mean + m * self.warp.scale + s2 / 2)
         return Prediction(median, std, lower, upper)
-
-
-@dataclasses.dataclass(frozen=True)
-class Prediction:
-    """(N,) arrays in scalar units: median (the prediction), std, 95 % interval."""
-
-    mean: np.ndarray
-    std: np.ndarray
-    lower: np.ndarray
-    upper: np.ndarray
 
 
 @dataclasses.dataclass(frozen=True)

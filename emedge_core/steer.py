@@ -20,7 +20,8 @@ import numpy as np
 
 from emedge_core.acquisition import Acquisition
 from emedge_core.dkl import DKLRegressor, DKLSurrogate, Posterior
-from emedge_core.gp import STRUCTURES, GPSurrogate, Prediction
+from emedge_core.gp import STRUCTURES, GPSurrogate
+from emedge_core.prediction import Prediction
 from emedge_core.lattice import length_unit_px
 from emedge_core.patches import Patches
 from emedge_core.stopping import History

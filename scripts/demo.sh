@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up and run the main job: a closed-loop DKL experiment on the digital twin (local executor).
+# Set up and run the main job: a closed-loop steered experiment (GP on patch features + position) on the digital twin.
 # Writes demo-out/experiment.h5, summary.json and maps.png. Extra arguments go to `emedge run`.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -23,11 +23,11 @@ import numpy as np
 from emedge_core import EmedgeError, __version__, consistency
 from emedge_core.acquisition import make_acquisition
 from emedge_core.dkl import DKLRegressor
-from emedge_core.gp import STRUCTURES
-from emedge_core.prediction import Prediction
 from emedge_core.drift import DriftTracker
+from emedge_core.gp import STRUCTURES
 from emedge_core.instrument import Frames, Instrument, Survey
 from emedge_core.patches import make_patches
+from emedge_core.prediction import Prediction
 from emedge_core.scalarize import Reducer, Scalarizer, from_spec
 from emedge_core.steer import Steerer, Surrogate, default_model
 from emedge_core.stopping import Budget, Predictability, StoppingRule, Uncertainty, first_fired
@@ -72,6 +72,40 @@ class ExperimentConfig:
     model: dict[str, typing.Any] = dataclasses.field(default_factory=dict)
     drift_every: typing.Optional[int] = None
     dwell_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        """Check every knob once, here, for the CLI, the Swift console, the remote server and the panels
+        alike: a one-line :class:`EmedgeError` that names the knob (CLI flag: ``--`` + name with dashes)."""
+        def whole(name: str, low: int, value: typing.Any) -> None:
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise EmedgeError(f"{name} must be >= {low} (a whole number), not {value!r}")
+
+        whole("budget", 1, self.budget)
+        whole("seeds", min(2, self.budget), self.seeds)
+        if self.seeds > self.budget:
+            raise EmedgeError(f"seeds ({self.seeds}) exceed the budget ({self.budget})")
+        whole("batch", 1, self.batch)
+        whole("window", 1, self.window)
+        if self.components is not None:
+            whole("components", 1, self.components)
+        if self.drift_every is not None:
+            whole("drift_every", 1, self.drift_every)
+        if self.patch_mode not in ("restrict", "reflect"):
+            raise EmedgeError(f"patch_mode must be 'restrict' or 'reflect', not {self.patch_mode!r}")
+        from emedge_core.choices import POLICIES
+
+        if self.acquisition not in POLICIES:
+            raise EmedgeError(f"acquisition must be one of {', '.join(POLICIES)}, not {self.acquisition!r}")
+        for name in ("travel", "dwell_s"):
+            if not float(getattr(self, name)) >= 0:
+                raise EmedgeError(f"{name} must be >= 0, not {getattr(self, name)!r}")
+        if self.stop_uncertainty is not None and not float(self.stop_uncertainty) > 0:
+            raise EmedgeError(f"stop_uncertainty must be > 0 (scalar units), not {self.stop_uncertainty!r}")
+        if self.stop_predictability is not None:
+            k, tol = self.stop_predictability
+            if int(k) < 1 or not float(tol) >= 0:
+                raise EmedgeError(f"stop_predictability wants K >= 1 and TOL >= 0, not {k}:{tol}")
+        self.model_kind()
 
     def model_kind(self) -> str:
         """"gp" or "dkl" (see ``model``)."""
@@ -210,10 +244,6 @@ class Experiment:
         if self.scalarizer.map_level:
             raise EmedgeError(f"scalarizer {self.scalarizer.name!r} needs the whole scan map at once; "
                               "steering needs a value per position as it is measured")
-        if self.config.budget < 1:
-            raise EmedgeError("budget must be >= 1")
-        if self.config.drift_every is not None and self.config.drift_every < 1:
-            raise EmedgeError("drift_every must be >= 1 step")
         self._stop = threading.Event()
         self._running = threading.Event()
         self._running.set()
@@ -249,8 +279,6 @@ class Experiment:
         patches = steerer.patches
         if cfg.budget > len(patches):
             raise EmedgeError(f"budget {cfg.budget} is larger than the {len(patches)} candidate positions")
-        if cfg.seeds > cfg.budget:
-            raise EmedgeError(f"seeds ({cfg.seeds}) exceed the budget ({cfg.budget})")
         rules = cfg.rules()
         # the random baseline needs the model only for the final maps, unless someone watches
         needs_model = cfg.acquisition != "random" or callback is not None or len(rules) > 1

@@ -129,3 +129,20 @@ def test_dkl_ucb_finds_far_more_top_sites_than_random():
     p = random_tail(ucb, budget, len(top), n, len(seeds))
     assert p < 1e-4, (hits, p)
     assert ucb >= 5 * max(rnd, 1), hits
+
+
+@pytest.mark.parametrize("knobs, msg", [
+    ({"budget": 0}, "budget must be >= 1"), ({"budget": True}, "budget must be >= 1"),
+    ({"seeds": 1}, "seeds must be >= 2"), ({"budget": 5, "seeds": 6}, "exceed the budget"),
+    ({"batch": 0}, "batch must be >= 1"), ({"window": 0}, "window must be >= 1"),
+    ({"components": 0}, "components must be >= 1"), ({"drift_every": 0}, "drift_every must be >= 1"),
+    ({"patch_mode": "wrap"}, "patch_mode must be"), ({"acquisition": "greedy"}, "acquisition must be one of"),
+    ({"travel": -1.0}, "travel must be >= 0"), ({"dwell_s": float("nan")}, "dwell_s must be >= 0"),
+    ({"stop_uncertainty": 0.0}, "stop_uncertainty must be > 0"),
+    ({"stop_predictability": (0, 0.1)}, "stop_predictability wants"), ({"model": {"kind": "svm"}}, "model kind"),
+])
+def test_config_checks_itself_in_one_line(knobs, msg):
+    """Every caller (CLI, console, remote server, panels) gets the same one-line error from the config."""
+    with pytest.raises(EmedgeError, match=msg) as e:
+        ExperimentConfig(**knobs)
+    assert "\n" not in str(e.value)

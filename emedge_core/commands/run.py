@@ -151,9 +151,6 @@ def run(args: argparse.Namespace) -> int:
         drift_px_per_frame=_pair(args.drift, "--drift"), data=args.data, dataset=getattr(args, "dataset", None),
         survey=getattr(args, "survey", None)))
     choice = _patch_choice(args, instrument, scalarizer)
-    for name in ("budget", "seeds", "batch", "window", "components", "drift_every"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise EmedgeError(f"--{name.replace('_', '-')} must be >= 1")
     if not args.spatial_lengthscale > 0:
         raise EmedgeError("--spatial-lengthscale must be > 0")
     config = ExperimentConfig(
@@ -162,9 +159,7 @@ def run(args: argparse.Namespace) -> int:
         patch_mode=choice.mode, components=choice.components,
         seed=args.seed, travel=args.travel, stop_uncertainty=args.stop_uncertainty,
         stop_predictability=_predictability(args.stop_predictability),
-        model=_model(args), drift_every=args.drift_every, dwell_s=args.dwell)
-    if config.seeds < 2 and config.budget >= 2:
-        raise EmedgeError("--seeds must be >= 2")
+        model=_model(args), drift_every=args.drift_every, dwell_s=args.dwell)   # checks itself
     try:
         result = Experiment(instrument, scalarizer, config).run(progress=True)
     finally:

@@ -43,7 +43,7 @@ def register(sub: typing.Any) -> None:
     p.add_argument("--energy-eV", dest="energy", metavar="START:STEP",
                    help="energy axis of the spectra when the file has none (eV)")
     p.add_argument("--mrad-per-px", type=float, default=None, help="detector calibration (for radii in mrad)")
-    p.add_argument("--chunk-mb", type=float, default=None, help="MB of float32 per chunk (default 8 CPU, 256 GPU)")
+    p.add_argument("--chunk-mb", type=float, default=None, help="MB of float32 per chunk (default 32 CPU, 64 GPU)")
     p.add_argument("--json", action="store_true", help="print a summary as one JSON line last")
     p.set_defaults(func=run)
 

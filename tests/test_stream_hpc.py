@@ -4,14 +4,12 @@ scripts/start-slurm.sh, and a dask-jobqueue SLURMCluster of two one-core workers
 as one process. The Slurm tests skip (fail when CI=true) when Slurm is not up."""
 from __future__ import annotations
 
-import os
 import shutil
 import threading
 import typing
 
 import numpy as np
 import pytest
-import requests
 
 from emedge_core import emd
 from emedge_core.jobs import follow_job
@@ -49,24 +47,6 @@ def test_follow_job_kind_local(tmp_path: typing.Any, monkeypatch: pytest.MonkeyP
     c = open_client("local")
     c.poll, c.max_poll = 0.05, 0.5
     _scan_while_job_runs(c, tmp_path)
-
-
-@pytest.fixture(scope="module")
-def slurm() -> dict[str, str]:
-    env = {k: os.environ.get(k, "") for k in ("SLURM_REST_URL", "SLURM_REST_USER", "SLURM_REST_TOKEN")}
-    reason = ""
-    if not all(env.values()):
-        reason = "SLURM_REST_URL/USER/TOKEN not set: run eval \"$(bash scripts/start-slurm.sh)\" (as root) first"
-    else:
-        try:
-            requests.get(env["SLURM_REST_URL"] + "/openapi/v3", timeout=3)
-        except requests.RequestException as e:
-            reason = f"slurmrestd at {env['SLURM_REST_URL']} is not answering ({type(e).__name__})"
-    if reason:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but Slurm is not up: " + reason)
-        pytest.skip(reason)
-    return env
 
 
 @pytest.mark.slurm

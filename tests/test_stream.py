@@ -197,9 +197,33 @@ def test_on_row_sees_the_map_fill(tmp_path: os.PathLike[str]) -> None:
     assert {t for _, _, t in seen} == {threading.main_thread().name} and res.complete
 
 
+class CountingTwin(DigitalTwin):
+    """The twin, counting the rows it has been asked for (so a test can wait until rows are queued)."""
+
+    def __init__(self, *args: typing.Any, **kwargs: typing.Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.asked = 0
+        self.cond = threading.Condition()
+
+    def measure(self, positions: np.ndarray) -> typing.Any:
+        with self.cond:
+            self.asked += 1
+            self.cond.notify_all()
+        return super().measure(positions)
+
+
 def test_raw_spill_keeps_every_frame(tmp_path: os.PathLike[str]) -> None:
-    twin = DigitalTwin(size=16, signal="diffraction")
-    res = stream(twin, "4d", (16, 16), os.path.join(tmp_path, "s.h5"), dtype="uint16", queue_bytes=1)
+    twin = CountingTwin(size=16, signal="diffraction")
+
+    def hold_first_row(row: int, values: np.ndarray) -> None:
+        # the chain holds row 0 until the instrument was asked for row 4: rows 1-3 are then queued, and
+        # with one byte of queue memory rows 2 and 3 must spill (without the hold the chain may keep up)
+        if row == 0:
+            with twin.cond:
+                assert twin.cond.wait_for(lambda: twin.asked >= 5, timeout=60)
+
+    res = stream(twin, "4d", (16, 16), os.path.join(tmp_path, "s.h5"), dtype="uint16", queue_bytes=1,
+                 on_row=hold_first_row)
     assert res.complete and res.dropped == 0 and res.frames == 256
     assert res.spilled_frames > 0
     assert not os.path.exists(os.path.join(tmp_path, "s.h5.spill"))

@@ -85,7 +85,8 @@ def _result(kind: str):
     axis = {"energy_eV": np.linspace(100, 600, 200)} if kind == "spectrum" else {"mrad_per_px": 0.5}
     pred = rng.normal(size=(20, 24))
     return ExperimentResult(
-        survey=Survey(DATA["survey"].astype(np.float32), pixel_size_nm=0.05), config=ExperimentConfig(budget=n),
+        survey=Survey(DATA["survey"].astype(np.float32), pixel_size_nm=0.05),
+        config=ExperimentConfig(budget=n, seeds=2),
         scalarizer={"name": "x"}, signal_kind=kind, positions=rng.integers(0, 20, (n, 2)),
         values=rng.normal(size=n), reasons=np.zeros(n, np.uint8), frames=frames, frame_axis=axis,
         prediction=pred, uncertainty=np.abs(pred), step_seconds=[0.1] * 3, max_std=[np.nan, 1.0, 0.5],

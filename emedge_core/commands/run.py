@@ -140,6 +140,21 @@ def _pair(text: typing.Optional[str], flag: str) -> tuple[float, float]:
         raise EmedgeError(f"{flag} wants DY,DX (e.g. 0.02,-0.01), not {text!r}") from None
 
 
+#: ExperimentConfig knobs whose command-line flag is not ``--`` + the name with dashes
+_FLAGS = {"dwell_s": "--dwell", "acquisition_params": "--beta"}
+
+
+def _config(cls: typing.Any, **knobs: typing.Any) -> typing.Any:
+    """``cls(**knobs)``; the config checks itself, and its one-line error is given with the flag to change."""
+    try:
+        return cls(**knobs)
+    except EmedgeError as e:
+        name, _, rest = str(e).partition(" ")
+        if name in knobs:
+            raise EmedgeError(f"{_FLAGS.get(name, '--' + name.replace('_', '-'))} {rest}") from None
+        raise
+
+
 def run(args: argparse.Namespace) -> int:
     from emedge_core.experiment import Experiment, ExperimentConfig
     from emedge_core.experiment_file import write_experiment
@@ -153,13 +168,14 @@ def run(args: argparse.Namespace) -> int:
     choice = _patch_choice(args, instrument, scalarizer)
     if not args.spatial_lengthscale > 0:
         raise EmedgeError("--spatial-lengthscale must be > 0")
-    config = ExperimentConfig(
-        budget=args.budget, seeds=min(args.seeds, args.budget), batch=args.batch, acquisition=args.acquisition,
+    config = _config(
+        ExperimentConfig, budget=args.budget, seeds=min(args.seeds, args.budget), batch=args.batch,
+        acquisition=args.acquisition,
         acquisition_params={"beta": args.beta} if args.acquisition == "ucb" else {}, window=choice.window,
         patch_mode=choice.mode, components=choice.components,
         seed=args.seed, travel=args.travel, stop_uncertainty=args.stop_uncertainty,
         stop_predictability=_predictability(args.stop_predictability),
-        model=_model(args), drift_every=args.drift_every, dwell_s=args.dwell)   # checks itself
+        model=_model(args), drift_every=args.drift_every, dwell_s=args.dwell)
     try:
         result = Experiment(instrument, scalarizer, config).run(progress=True)
     finally:

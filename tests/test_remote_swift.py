@@ -18,12 +18,10 @@ import pytest
 pytest.importorskip("nionswift_plugin.usim")
 
 from nion.swift import Facade  # noqa: E402
-from nion.swift.model import PlugInManager  # noqa: E402
-from nion.swift.test import TestContext  # noqa: E402
 
 from emedge_core import emd  # noqa: E402
 from emedge_core.remote import RemoteError, connect  # noqa: E402
-from nionswift_plugin.emedge.swift_instrument import UsimSession  # noqa: E402
+from swift_harness import swift_with_usim  # noqa: E402
 
 Facade.initialize()
 PANEL = "emedge-remote-panel"
@@ -32,24 +30,12 @@ PANEL = "emedge-remote-panel"
 @pytest.fixture
 def swift(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> typing.Iterator[typing.Any]:
     """Swift with the plug-in loaded and usim connected; yields a document controller."""
-    monkeypatch.setenv("EMEDGE_STAGING_DIR", str(tmp_path / "staging"))
-    monkeypatch.setenv("EMEDGE_SYSTEM_CONFIG", str(tmp_path / "none.toml"))
-    monkeypatch.setenv("EMEDGE_CONFIG", str(tmp_path / "none-user.toml"))
-    usim = UsimSession()
-    setup = TestContext.TestSetup(set_global=True)
-    PlugInManager.load_plug_in("pip", "nionswift_plugin.emedge")
-    profile = TestContext.MemoryProfileContext()
-    dc = setup.app.create_document_controller(profile.create_document_model(auto_close=False), "library")
-    setup.app._set_document_model(dc.document_model)
-    try:
-        yield dc
-    finally:
+    def stop_servers(dc: typing.Any) -> None:
         for view in typing.cast(typing.Any, dc.find_dock_panel(PANEL)).panel_delegate.views:
             view.stop()
-        dc.close()
-        profile.close()
-        usim.close()
-        PlugInManager.unload_plug_ins()
+
+    with swift_with_usim(tmp_path, monkeypatch, stop_servers) as dc:
+        yield dc
 
 
 def _wait(dc: typing.Any, run: typing.Any, timeout: float = 600) -> dict[str, typing.Any]:

@@ -20,11 +20,10 @@ pytest.importorskip("nionswift_plugin.usim")
 
 from nion.swift import Facade  # noqa: E402
 from nion.swift.model import PlugInManager  # noqa: E402
-from nion.swift.test import TestContext  # noqa: E402
 from nion.utils import Registry  # noqa: E402
 
 from nionswift_plugin.emedge import console  # noqa: E402
-from nionswift_plugin.emedge.swift_instrument import UsimSession  # noqa: E402
+from swift_harness import swift_with_usim  # noqa: E402
 
 Facade.initialize()
 PANEL = "emedge-experiment-panel"
@@ -33,26 +32,14 @@ PANEL = "emedge-experiment-panel"
 @pytest.fixture
 def swift(tmp_path: typing.Any, monkeypatch: pytest.MonkeyPatch) -> typing.Iterator[typing.Any]:
     """Swift with the plug-in loaded and usim connected; yields a document controller."""
-    monkeypatch.setenv("EMEDGE_STAGING_DIR", str(tmp_path / "staging"))
-    monkeypatch.setenv("EMEDGE_SYSTEM_CONFIG", str(tmp_path / "none.toml"))
-    monkeypatch.setenv("EMEDGE_CONFIG", str(tmp_path / "none-user.toml"))
-    usim = UsimSession()        # first: every Application() becomes Swift's global app, usim's included
-    setup = TestContext.TestSetup(set_global=True)
-    PlugInManager.load_plug_in("pip", "nionswift_plugin.emedge")
-    profile = TestContext.MemoryProfileContext()
-    dc = setup.app.create_document_controller(profile.create_document_model(auto_close=False), "library")
-    setup.app._set_document_model(dc.document_model)    # what opening a project does in the GUI
-    try:
-        yield dc
-    finally:
+    def stop_runs(dc: typing.Any) -> None:
         for panel in _panel(dc).views if dc.find_dock_panel(PANEL) else []:
             if panel.live is not None:
                 panel.live.stop()
                 panel.live.wait(30)
-        dc.close()
-        profile.close()
-        usim.close()
-        PlugInManager.unload_plug_ins()
+
+    with swift_with_usim(tmp_path, monkeypatch, stop_runs) as dc:
+        yield dc
 
 
 def _panel(dc: typing.Any) -> typing.Any:

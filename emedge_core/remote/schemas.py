@@ -126,8 +126,6 @@ def parse(cls: type[R], body: bytes) -> R:
         raise BadRequest(f"unknown field {unknown[0][:40]!r}; allowed: {', '.join(fields)}")
     values = {name: _check(name, obj[name], fields[name].metadata) for name in obj}
     out = cls(**values)
-    if isinstance(out, RunRequest) and out.seeds > out.budget:
-        raise BadRequest(f"seeds ({out.seeds}) exceed the budget ({out.budget})")
     if isinstance(out, ObserveRequest) and len(out.positions) != len(out.values):
         raise BadRequest(f"{len(out.positions)} positions but {len(out.values)} values")
     return out

@@ -105,6 +105,21 @@ def test_a_survey_file_is_binned_to_the_scan_grid() -> None:
     np.testing.assert_allclose(survey, np.asarray(src.data).sum(axis=2), rtol=1e-5)
 
 
+def test_a_zspy_written_by_rosettasciio_opens_navigation_first(tmp_path: pathlib.Path) -> None:
+    """HyperSpy's zarr format (.zspy, a folder): the real DM4 SI written by rosettasciio's own writer."""
+    from rsciio.zspy import file_writer
+
+    ref = rsciio(SI, "digitalmicrograph")
+    ref.update(package_info={"name": "hyperspy", "version": "2.0"}, learning_results={}, models={}, attributes={})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        file_writer(str(tmp_path / "si.zspy"), ref)
+    with open_data(str(tmp_path / "si.zspy")) as src:
+        assert src.kind == "spectrum" and src.shape == (2, 2, 2048)
+        np.testing.assert_array_equal(np.asarray(src.data), np.transpose(ref["data"], (1, 2, 0)))
+        assert src.energy_eV[0] == 300.0 and src.scan_step == pytest.approx((ref["axes"][2]["scale"], "µm"))
+
+
 def test_a_survey_that_does_not_fit_is_one_line() -> None:
     with pytest.raises(EmedgeError, match="not the scan's 4x8 grid or a whole multiple"):
         open_data(str(MRC), survey=str(HAADF))

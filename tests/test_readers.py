@@ -34,6 +34,7 @@ TOPSPIN = DATA / "topspin" / "topspin_test_A.app5"
 MRC = DATA / "mrc" / "20241021_00405_movie.mrc"
 PY4DSTEM = DATA / "emd" / "py4DSTEM_size2x3x4x5.h5"
 HSPY = DATA / "hspy" / "example2_v3.1.hspy"
+VELOX_ZIP = DATA / "velox" / "velox_emd_version11.zip"     # Thermo Fisher Velox EMD v11 (zipped as upstream)
 
 
 def rsciio(path: pathlib.Path, reader: str, index: int = -1) -> dict[str, typing.Any]:
@@ -123,6 +124,50 @@ def test_a_zspy_written_by_rosettasciio_opens_navigation_first(tmp_path: pathlib
 def test_a_survey_that_does_not_fit_is_one_line() -> None:
     with pytest.raises(EmedgeError, match="not the scan's 4x8 grid or a whole multiple"):
         open_data(str(MRC), survey=str(HAADF))
+
+
+@pytest.fixture
+def velox(tmp_path: pathlib.Path) -> pathlib.Path:
+    """A real Velox EMD (16 x 16 EDS SI stored as Velox's spectrum stream + HAADF + element maps)."""
+    import zipfile
+
+    with zipfile.ZipFile(VELOX_ZIP) as z:
+        z.extract("Test SI 16x16 215 kx.emd", tmp_path)
+    return tmp_path / "Test SI 16x16 215 kx.emd"
+
+
+def test_a_velox_emd_si_opens_navigation_first_with_its_haadf_as_survey(velox, tmp_path, capsys) -> None:
+    signals = rsciio(velox, "emd", index=slice(None))
+    [ref] = [s for s in signals if s["data"].ndim == 3]                      # the SI, decoded by rosettasciio
+    assert ref["data"].shape == (16, 16, 4096) and ref["axes"][2]["units"] == "keV"
+    haadf = next(s["data"] for s in signals if s["metadata"]["General"]["title"] == "HAADF")
+    for dataset in (None, "EDS#5", "9"):
+        with open_data(str(velox), dataset=dataset) as src:
+            assert src.kind == "spectrum" and src.shape == (16, 16, 4096) and src.dtype == np.uint16
+            np.testing.assert_array_equal(np.asarray(src.data), ref["data"])
+            e = ref["axes"][2]
+            np.testing.assert_allclose(src.energy_eV, 1000.0 * (e["offset"] + e["scale"] * np.arange(4096)))
+            survey, origin = src.survey()
+            np.testing.assert_array_equal(survey, haadf.astype(survey.dtype))
+            assert "HAADF" in origin
+    out = tmp_path / "cu.npy"                                              # Cu K-alpha at 8.04 keV
+    spec = '{"name": "eels_band_integral", "band_eV": [7900, 8200]}'
+    assert main(["scalarize", str(velox), "--scalarizer", spec, "--out", str(out), "--json"]) == 0
+    e = 1000.0 * (ref["axes"][2]["offset"] + ref["axes"][2]["scale"] * np.arange(4096))
+    want = ref["data"][..., (e >= 7900) & (e <= 8200)].astype(np.float64).sum(axis=-1)
+    np.testing.assert_allclose(np.load(out), want, rtol=1e-6)
+    capsys.readouterr()
+    h5 = tmp_path / "si.h5"
+    assert main(["compress", str(velox), str(h5), "--json"]) == 0
+    res = _json_tail(capsys.readouterr().out)
+    plain = ("import sys, h5py, hdf5plugin, numpy as np\n"
+             "a = h5py.File(sys.argv[1], 'r')[sys.argv[2]][()]\n"
+             "assert 'emedge_core' not in sys.modules\n"
+             "print(a.dtype, a.shape, int(a.astype(np.int64).sum()))\n")
+    p = subprocess.run([sys.executable, "-c", plain, str(h5), res["dataset"]], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["uint16", "(16,", "16,", "4096)", str(int(ref["data"].astype(np.int64).sum()))]
 
 
 # -- Nion Swift items written by nionswift's own storage handlers ------------------------------------------

@@ -150,3 +150,14 @@ class Client:
         if not state.terminal:
             raise HPCError(f"job {job_id} is still {state.value}; fetch it once it has ended")
         return staging.fetch(self.backend.stager, rec["rel"], dest)
+
+    def read_output(self, job_id: str, name: str) -> typing.Optional[bytes]:
+        """The bytes of ``name`` (relative to the job directory) as they are now, also while the job
+        runs (None until it exists): for a job that replaces a result file atomically as it goes
+        (``emedge follow``). Unchecked - :meth:`fetch` checks the final outputs' checksums."""
+        if name.startswith("/") or ".." in name.split("/"):
+            raise ValueError(f"output names are relative to the job directory, not {name!r}")
+        rec = self._record(job_id)
+        if not rec.get("rel"):
+            raise JobNotFound(f"job {job_id} was not submitted from here: its staging directory is unknown")
+        return self.backend.stager.read_bytes(f"{rec['rel']}/{name}")

@@ -74,7 +74,7 @@ def test_plugin_found_panel_menu_and_console(swift: typing.Any) -> None:
     assert "eels_peak_energy" in view.scalarizer.items
     actions = dc.get_or_create_menu("emedge_menu", "eMEDGE", "window_menu").get_menu_actions()
     assert [a.title for a in actions] == ["Show Autonomous Experiment", "Show Compress & Export", "Show HPC Jobs",
-                                          "Show Remote Control"]
+                                          "Show Remote Control", "Show Stream Scan"]
     actions[0].callback()
     assert dc.find_dock_panel(PANEL).widget.visible
 

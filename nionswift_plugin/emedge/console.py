@@ -8,6 +8,10 @@ In Swift's console (*Window > Python Console*) ``emedge`` is already imported::
     m = run.maps                  # {'measured', 'prediction', 'uncertainty'}: (H, W) arrays
     run.stop(); run.files         # {'h5': .../experiment.h5, 'summary': ..., 'maps': ...}
 
+    scan = emedge.stream("microscope", "si", (16, 16), "eels_band_integral")   # a synchronized scan
+    scan.status; scan.map         # the scalar map so far, (H, W), NaN where no row is in yet
+    scan.stop(); scan.wait()      # the StreamResult: frames, dropped, chunks_published, scalar_map, ...
+
 ``source`` is ``"microscope"`` (the STEM controller Swift is connected to, e.g. nionswift-usim),
 ``"twin"`` (the digital twin) or the path of a replay file; or any object that implements
 :class:`emedge_core.instrument.Instrument`.
@@ -25,6 +29,7 @@ from emedge_core.settings import load_settings
 
 if typing.TYPE_CHECKING:   # the loop (and torch with it) loads when a run starts, not when Swift does
     from nionswift_plugin.emedge.live import LiveExperiment
+    from nionswift_plugin.emedge.live_stream import LiveStream
 
 
 def make_instrument(source: typing.Union[str, Instrument], signal_kind: str, *, survey_px: int = 64,
@@ -97,6 +102,64 @@ def start(source: typing.Union[str, Instrument] = "microscope", scalarizer: typi
     return live.start()
 
 
+def default_stream_dir() -> str:
+    """``<staging dir>/streams/<UTC time>``: where a streamed scan's file, map and stage go by default."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    return os.path.join(load_settings().staging_dir, "streams", stamp)
+
+
+def parse_scan(scan: typing.Union[str, typing.Sequence[int]]) -> tuple[int, int]:
+    """(H, W) from ``"HxW"`` or a pair of whole numbers."""
+    try:
+        h, w = (int(v) for v in (scan.lower().split("x") if isinstance(scan, str) else scan))
+    except (TypeError, ValueError):
+        raise EmedgeError(f"scan must be HxW (e.g. 16x16), not {scan!r}") from None
+    if h < 1 or w < 1:
+        raise EmedgeError(f"scan must be HxW with H, W >= 1, not {h}x{w}")
+    return h, w
+
+
+def stream(source: typing.Union[str, Instrument] = "microscope", kind: str = "si",
+           scan: typing.Union[str, typing.Sequence[int]] = (16, 16), scalarizer: typing.Any = None, *,
+           out_dir: typing.Optional[str] = None, publish: bool = True, exposure_ms: float = 10.0,
+           survey_px: int = 64, codec: str = "auto", dtype: typing.Any = None,
+           block_rows: typing.Optional[int] = None, seed: int = 0, document_window: typing.Any = None) -> LiveStream:
+    """Stream a whole scan (``emedge stream``) in Swift and return it while it runs.
+
+    On the microscope the scan is nionswift-instrumentation's synchronized scan (the machinery of its
+    SI and 4D acquisition panels), one scan row at a time; every frame goes through ``scalarizer``
+    (None: the kind's default) as it arrives, and the map is the live data item *emedge stream map*.
+    kind: "si" (EELS spectra) or "4d" (Ronchigram frames); scan: (H, W) or "HxW" probe positions over
+    the survey's field of view; out_dir: where ``scan.h5``, ``scan.map.npy`` and (``publish``) the
+    stage directory ``stage/`` go (default :func:`default_stream_dir`); exposure_ms, survey_px: camera
+    exposure and survey size (the twin's size too); codec, dtype, block_rows: as for ``emedge stream``.
+    Bad arguments raise :class:`~emedge_core.EmedgeError` before anything starts.
+    """
+    from emedge_core.stream.acquire import DEFAULT_SCALARIZER, KINDS
+    from nionswift_plugin.emedge.live_stream import LiveStream
+
+    if kind not in KINDS:
+        raise EmedgeError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    shape = parse_scan(scan)
+    spec = scalarizer or DEFAULT_SCALARIZER[kind]
+    scal = from_spec(spec)
+    if scal.signal_kind != KINDS[kind]:
+        raise EmedgeError(f"scalarizer {scal.name} reduces {scal.signal_kind} frames; kind {kind!r} gives "
+                          f"{KINDS[kind]} frames")
+    instrument = make_instrument(source, KINDS[kind], survey_px=int(survey_px), exposure_ms=float(exposure_ms),
+                                 seed=int(seed))
+    out_dir = out_dir or default_stream_dir()
+    os.makedirs(out_dir, exist_ok=True)
+    if document_window is None:
+        from nion.swift import Facade
+
+        document_window = Facade.get_api("~1.0", "~1.0").application.document_windows[0]
+    live = LiveStream(document_window, instrument, kind, shape, os.path.join(out_dir, "scan.h5"),
+                      stage=os.path.join(out_dir, "stage") if publish else None, scalarizer=spec, codec=codec,
+                      dtype=dtype, block_rows=block_rows)
+    return live.start()
+
+
 class ConsoleStartup:
     """Adds ``emedge`` (this module) to every new Swift console (a ``console-startup`` component)."""
 
@@ -105,4 +168,5 @@ class ConsoleStartup:
 
         return ConsoleDialog.ConsoleStartupInfo(
             "emedge", ["from nionswift_plugin.emedge import console as emedge"],
-            ["emedge.start(source, scalarizer, budget=...) runs an autonomous experiment; help(emedge) for more"])
+            ["emedge.start(source, scalarizer, budget=...) runs an autonomous experiment; "
+             "emedge.stream(source, kind, (H, W), scalarizer) streams a scan; help(emedge) for more"])

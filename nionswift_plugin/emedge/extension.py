@@ -13,6 +13,7 @@ from nionswift_plugin.emedge.panels.experiment import ExperimentPanel
 from nionswift_plugin.emedge.panels.export import ExportPanel
 from nionswift_plugin.emedge.panels.hpc import HPCPanel
 from nionswift_plugin.emedge.panels.remote import RemotePanel
+from nionswift_plugin.emedge.panels.stream import StreamPanel
 
 MENU_ID = "emedge_menu"
 
@@ -43,7 +44,7 @@ class EmedgeExtension:
 
         self.api = api_broker.get_api(version="~1.0", ui_version="~1.0")
         self.version = __version__
-        self.panels = [ExperimentPanel(), ExportPanel(), HPCPanel(), RemotePanel()]
+        self.panels = [ExperimentPanel(), ExportPanel(), HPCPanel(), RemotePanel(), StreamPanel()]
         self._panel_refs = [self.api.create_panel(p) for p in self.panels]
         self._menu_refs = [self.api.create_menu_item(_ShowPanel(p)) for p in self.panels]
         self._console = ConsoleStartup()

@@ -16,7 +16,7 @@ from emedge_core.choices import POLICIES
 from emedge_core.scalarize import REGISTRY
 from nionswift_plugin.emedge import console
 from nionswift_plugin.emedge.live import LiveExperiment, Snapshot
-from nionswift_plugin.emedge.panels.form import Form, PanelDelegate
+from nionswift_plugin.emedge.panels.form import Form, PanelDelegate, number, whole
 
 LOG = logging.getLogger("emedge")
 SOURCE_LABELS = {"microscope": "Microscope (STEM controller)", "twin": "Digital twin", "replay": "Replay file"}
@@ -68,13 +68,13 @@ class ExperimentView:
             live = console.start(
                 (self.replay_path.text or "") if source == "replay" else source,
                 {"name": self.scalarizer.current_item, **params},
-                budget=_int(self.budget, "budget"), seeds=_int(self.seeds, "seeds"),
-                window_px=_int(self.window_px, "window"), acquisition=acquisition,
+                budget=whole(self.budget, "budget"), seeds=whole(self.seeds, "seeds"),
+                window_px=whole(self.window_px, "window"), acquisition=acquisition,
                 patch_mode=typing.cast(str, self.patch_mode.current_item),
-                components=_int(self.components, "components"),
-                stop_uncertainty=_float(self.stop_std, "stop std") if (self.stop_std.text or "").strip() else None,
-                drift_every=_int(self.drift_every, "drift every") if (self.drift_every.text or "").strip() else None,
-                survey_px=_int(self.survey_px, "survey"), exposure_ms=_float(self.exposure_ms, "exposure"),
+                components=whole(self.components, "components"),
+                stop_uncertainty=number(self.stop_std, "stop std") if (self.stop_std.text or "").strip() else None,
+                drift_every=whole(self.drift_every, "drift every") if (self.drift_every.text or "").strip() else None,
+                survey_px=whole(self.survey_px, "survey"), exposure_ms=number(self.exposure_ms, "exposure"),
                 document_window=self.window)
         except json.JSONDecodeError as e:
             self.status.text = f"error: parameters are not valid JSON: {e}"
@@ -124,20 +124,6 @@ class ExperimentView:
     def _set_running(self, running: bool) -> None:
         self.start_button.text = "Running" if running else "Start"
         self.pause_button.text = "Pause"
-
-
-def _int(widget: typing.Any, what: str) -> int:
-    try:
-        return int(widget.text)
-    except (TypeError, ValueError):
-        raise EmedgeError(f"{what} must be a whole number, not {widget.text!r}") from None
-
-
-def _float(widget: typing.Any, what: str) -> float:
-    try:
-        return float(widget.text)
-    except (TypeError, ValueError):
-        raise EmedgeError(f"{what} must be a number, not {widget.text!r}") from None
 
 
 class ExperimentPanel(PanelDelegate):

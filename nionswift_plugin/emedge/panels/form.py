@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import typing
 
+from emedge_core import EmedgeError
+
 
 class Form:
     """A column of "label: widget" rows built with Swift's UI API (``ui`` from ``create_panel_widget``)."""
@@ -81,3 +83,19 @@ class PanelDelegate:
             if close is not None:
                 close()
         self.views.clear()
+
+
+def whole(widget: typing.Any, what: str) -> int:
+    """The whole number in line edit ``widget``; else an EmedgeError naming the field ``what``."""
+    try:
+        return int(widget.text)
+    except (TypeError, ValueError):
+        raise EmedgeError(f"{what} must be a whole number, not {widget.text!r}") from None
+
+
+def number(widget: typing.Any, what: str) -> float:
+    """The number in line edit ``widget``; else an EmedgeError naming the field ``what``."""
+    try:
+        return float(widget.text)
+    except (TypeError, ValueError):
+        raise EmedgeError(f"{what} must be a number, not {widget.text!r}") from None

@@ -1,11 +1,16 @@
 """The *HPC Jobs* panel: send the selected data item or an experiment as a job, follow it, fetch the results.
 
-Two job kinds (:mod:`emedge_core.jobs`):
+Three job kinds (:mod:`emedge_core.jobs`):
 
 - *reduce selected data item*: the item (a spectrum image or 4D-STEM scan) is written as an EMD
   file and every frame is scalarized on the node; the map comes back as a new data item;
 - *retrain on experiment file*: the DKL model is refitted on all measurements of an
-  ``experiment.h5``; prediction and uncertainty come back as new data items.
+  ``experiment.h5``; prediction and uncertainty come back as new data items;
+- *follow a stage directory*: ``emedge follow --until-complete`` on the stage a streamed scan
+  publishes to (the Stream Scan panel, ``emedge.stream`` or ``emedge stream --stage``), submitted before,
+  during or after the scan; its RESULT.h5, replaced after every block, is read from the job directory
+  while the job runs and shown as the live data item *emedge follow <job id>*
+  (:class:`~nionswift_plugin.emedge.live_stream.FollowWatch`).
 
 The backend and its endpoint come from the facility settings (:mod:`emedge_core.settings`) and
 ``hpc_client``'s own configuration, through :func:`emedge_core.jobs.open_client` as for ``emedge jobs``;
@@ -24,11 +29,13 @@ from emedge_core import EmedgeError
 from emedge_core.choices import HPC_BACKENDS
 from emedge_core.jobs import open_client
 from emedge_core.settings import load_settings
+from nionswift_plugin.emedge.live_stream import FollowWatch, MapSnapshot
 from nionswift_plugin.emedge.panels.export import Item, default_path, export_items
 from nionswift_plugin.emedge.panels.form import Form, PanelDelegate
 
 LOG = logging.getLogger("emedge")
-KINDS = {"reduce": "Reduce selected data item", "retrain": "Retrain on experiment file"}
+KINDS = {"reduce": "Reduce selected data item", "retrain": "Retrain on experiment file",
+         "follow": "Follow a stage directory (live)"}
 
 
 
@@ -44,6 +51,7 @@ class HPCView:
         self.kind = f.combo("Job", list(KINDS), KINDS.__getitem__)
         self.scalarizer = f.line("Scalarizer", "eels_band_integral")
         self.experiment = f.line("Experiment file", "")
+        self.stage = f.line("Stage directory", "")
         self.submit_button, self.refresh_button, self.fetch_button = f.buttons(
             ("Submit", self.submit), ("Refresh", self.refresh), ("Fetch results", self.fetch))
         self.jobs_label = ui.create_label_widget("No jobs yet.")
@@ -53,6 +61,7 @@ class HPCView:
         self.sources: dict[str, tuple[int, ...]] = {}  # job id -> scan shape of the reduced data item
         self.fetched: dict[str, list[typing.Any]] = {}  # job id -> data items made from its outputs
         self.clients: dict[str, typing.Any] = {}       # backend -> hpc_client Client (one per backend)
+        self.watches: dict[str, FollowWatch] = {}     # follow job id -> its live RESULT.h5
         self.thread: typing.Optional[threading.Thread] = None
 
     @property
@@ -71,6 +80,9 @@ class HPCView:
             d = data_items[0]
             item = Item(d.title, str(d.uuid), d.xdata)
             self._in_background("submitting", lambda: self._submit_reduce(backend, item, self.scalarizer.text or ""))
+        elif kind == "follow":
+            stage = os.path.expanduser((self.stage.text or "").strip())
+            self._in_background("submitting", lambda: self._submit_follow(backend, stage, self.scalarizer.text or ""))
         else:
             path = os.path.expanduser((self.experiment.text or "").strip())
             self._in_background("submitting", lambda: self._submit_retrain(backend, path))
@@ -132,6 +144,20 @@ class HPCView:
         self.jobs[job.id] = job
         return f"submitted {job.id} ({job.state.value})"
 
+    def _submit_follow(self, backend: str, stage: str, scalarizer: str) -> str:
+        from emedge_core.jobs import follow_job
+        from emedge_core.scalarize import from_spec
+
+        if not stage:
+            raise EmedgeError("no stage directory given (the Stream Scan panel's <folder>/stage)")
+        from_spec(scalarizer.strip())                  # a bad scalarizer is an error line here, not a failed job
+        client = self._client(backend)
+        job = client.submit(follow_job(stage, scalarizer.strip()))
+        self.jobs[job.id] = job
+        scratch = os.path.join(load_settings().staging_dir, "hpc-results", job.id.replace(":", "_"))
+        self.window.queue_task(lambda: self._watch(client, job.id, scratch))
+        return f"submitted {job.id} ({job.state.value}); following {stage}"
+
     def _refresh(self) -> str:
         for job_id, job in list(self.jobs.items()):
             self.jobs[job_id] = self._client(job.backend).status(job_id)
@@ -164,11 +190,26 @@ class HPCView:
             if shape is not None and data.size == int(np.prod(shape)):
                 data = data.reshape(shape)
             return [(f"{job.name} {name}", data)]
-        if path.endswith(".emd"):
+        if path.endswith((".emd", ".h5")):
             return [(f"{job.name} {key}", np.asarray(a)) for key, a in emd.read(path).items()]
         return []
 
+    def close(self) -> None:
+        """Stop watching the follow jobs (the jobs themselves go on)."""
+        for watch in self.watches.values():
+            watch.stop()
+
     # -- UI thread ------------------------------------------------------------------------------
+    def _watch(self, client: typing.Any, job_id: str, scratch: str) -> None:
+        watch = self.watches[job_id] = FollowWatch(self.window, client, job_id, scratch)
+        watch.listeners.append(self._on_follow)
+        watch.start()
+
+    def _on_follow(self, snap: MapSnapshot, job: typing.Any) -> None:
+        if job is not None:
+            self.jobs[job.id] = job
+        self._show(snap.message)
+
     def _add_items(self, results: list[tuple[str, str, np.ndarray]]) -> None:
         for job_id, title, data in results:
             item = self.window.library.create_data_item_from_data(data, title)

@@ -253,3 +253,59 @@ def test_follow_job_results_come_back_while_the_scan_runs(swift: typing.Any, sta
     np.testing.assert_allclose(maps["follow map"], final, rtol=1e-6)
     assert os.path.isfile(os.path.join(str(tmp_path / "staging"), "hpc-results", job_id.replace(":", "_"),
                                        "follow.h5"))
+
+
+def test_console_stream_example_from_the_docs_runs(swift: typing.Any, started: list[LiveStream]) -> None:
+    """The stream example of docs/swift.md, line by line, in a namespace set up by Swift's console startup."""
+    import logging
+    import pathlib
+    import re
+
+    from nion.utils import Registry
+
+    dc = swift
+    lines = [line for c in Registry.get_components_by_type("console-startup")
+             for line in c.get_console_startup_info(logging.getLogger("console-test")).console_startup_lines]
+    doc = (pathlib.Path(__file__).parent.parent / "docs" / "swift.md").read_text()
+    example = re.search(r"<!-- stream-example -->\n```python\n(.*?)```", doc, re.S)
+    assert example is not None
+    ns: dict[str, typing.Any] = {}
+    exec("\n".join(lines), ns)
+    code = example.group(1).splitlines()
+    exec(code.pop(0), ns)                       # starts the scan on usim
+    scan = ns["scan"]
+    started.append(scan)
+    for line in code:
+        exec(line, ns)
+    _pump(dc, lambda: scan.done)
+    r = ns["r"]
+    assert scan.error is None and r.complete and (r.frames, r.dropped) == (30, 0)
+    assert r.scalar_map.startswith(os.environ["EMEDGE_STAGING_DIR"])
+    np.testing.assert_array_equal(scan.item.data_item.data, np.load(r.scalar_map))
+
+
+def test_failed_follow_job_is_one_error_line(swift: typing.Any, started: list[LiveStream],
+                                             tmp_path: typing.Any) -> None:
+    """A follow job whose scalarizer does not fit the scan fails on the node; the panel says why."""
+    dc = swift
+    stage = str(tmp_path / "t" / "stage")
+    view = _views(dc, "emedge-hpc-panel")[-1]
+    view.kind.current_item = "follow"
+    view.stage.text = stage
+    view.scalarizer.text = "virtual_bf"
+    view.submit_button.on_clicked()
+    _pump(dc, lambda: not view.thread.is_alive() and bool(view.watches))
+    (watch,) = view.watches.values()
+    live = console.stream("twin", "si", (4, 4), out_dir=str(tmp_path / "t"), survey_px=16,
+                          document_window=Facade.DocumentWindow(dc))
+    started.append(live)
+    _pump(dc, lambda: live.done and watch.done)
+    assert live.error is None and live.result is not None and live.result.complete
+    assert watch.job.state.value == "FAILED"
+    assert view.status.text.startswith(f"{watch.job_id} FAILED: no results yet (")
+    assert "virtual_bf reduces diffraction frames" in view.status.text and "\n" not in view.status.text
+    view.kind.current_item = "follow"
+    view.stage.text = ""
+    view.submit_button.on_clicked()
+    _pump(dc, lambda: not view.thread.is_alive())
+    assert view.status.text == "error: no stage directory given (the Stream Scan panel's <folder>/stage)"

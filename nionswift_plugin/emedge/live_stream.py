@@ -331,9 +331,9 @@ class FollowWatch:
         return MapSnapshot(int(follow["frames"]) // max(w, 1), (h, w), m, "", "")
 
     def _message(self, snap: MapSnapshot, job: typing.Any) -> str:
-        if snap.values is None:
-            return f"{self.job_id} {job.state.value}: no results yet"
-        return f"{self.job_id} {job.state.value}: {snap.rows}/{snap.scan[0]} rows reduced"
+        done = "no results yet" if snap.values is None else f"{snap.rows}/{snap.scan[0]} rows reduced"
+        why = (job.stderr_tail or "").strip().splitlines()[-1:] if job.state.value in ("FAILED", "TIMEOUT") else []
+        return f"{self.job_id} {job.state.value}: {done}" + "".join(f" ({line})" for line in why)
 
     # -- UI thread -----------------------------------------------------------------------
     def _apply(self, got: tuple[MapSnapshot, typing.Any]) -> None:

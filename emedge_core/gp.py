@@ -40,7 +40,7 @@ from emedge_core.dkl import Posterior
 from emedge_core.prediction import Prediction
 
 STRUCTURES = ("pca", "space", "pca+space")
-WARP_FACTORS = (0.1, 1.0, 10.0)
+WARP_FACTORS = (0.1, 1.0, 10.0, 100.0)     # x the median; 100 is nearly the identity (kept >= 0)
 MARGIN = 0.05    # nats per measured point a position-term kernel must gain over the feature kernel
 _BOUNDS = {"sf": (1e-3, 20.0), "lf": (1e-2, 1e2), "ss": (1e-3, 20.0), "ls": (0.05, 20.0), "noise": (1e-4, 2.0)}
 
@@ -239,11 +239,14 @@ class GPState:
     """Posterior over every candidate for fixed hyper-parameters and warp, grown one point at a time.
 
     mean_u, var_u: (N,) latent mean and variance in standardised warped units.
+    calibration: the std factor the acquisition sees; interval_calibration: the one for the reported
+    intervals and z-scores (None: the same).
     """
 
     def __init__(self, inputs: Inputs, hypers: Hypers, warp: Warp, calibration: float = 1.0,
-                 capacity: int = 64) -> None:
+                 capacity: int = 64, interval_calibration: typing.Optional[float] = None) -> None:
         self.inputs, self.h, self.warp, self.calibration = inputs, hypers, warp, float(calibration)
+        self.interval_calibration = float(interval_calibration if interval_calibration is not None else calibration)
         n_all = len(inputs)
         dev = inputs.device
         self.idx: list[int] = []
@@ -333,7 +336,7 @@ class GPState:
     def predictive(self) -> "Prediction":
         """Median, std and 95 % interval of the latent scalar at every candidate, in scalar units."""
         m = self.mean_u.cpu().numpy()
-        sd = np.sqrt(self.var_u.cpu().numpy()) * self.calibration
+        sd = np.sqrt(self.var_u.cpu().numpy()) * self.interval_calibration
         lower, upper = self.warp.inverse(m - 1.96 * sd), self.warp.inverse(m + 1.96 * sd)
         median = self.warp.inverse(m)
         if self.warp.c is None:
@@ -346,24 +349,53 @@ class GPState:
 
 @dataclasses.dataclass(frozen=True)
 class Choice:
-    """A refit's outcome: hyper-parameters, warp, calibration factor and its LOO figures."""
+    """A refit's outcome: hyper-parameters, warp, calibration factors and the LOO figures.
+
+    calibration: the steering std factor, max(1, q95(|z_LOO|) / 1.96) over the measured points;
+    interval_calibration: the factor for the reported intervals, >= calibration: also the random
+    seeds' factor (:func:`seed_calibration`)."""
 
     hypers: Hypers
     warp: Warp
     calibration: float
     score: float
     loo_coverage: dict[str, float]
+    interval_calibration: float = 1.0
+
+
+def seed_calibration(r: np.ndarray, var: np.ndarray, noise: float, alpha: float = 0.05) -> float:
+    """The latent-std factor that the random seeds' leave-one-out residuals ask for.
+
+    r, var: (m,) LOO residuals and LOO predictive variances (latent + ``noise``) of m points drawn
+    uniformly at random from the candidates - exchangeable with the unmeasured ones, unlike the points
+    the acquisition picked. k is the maximum-likelihood factor of the latent std under
+    r_i ~ N(0, k^2 (var_i - noise) + noise); as it is estimated from m residuals, the interval uses the
+    Student-t quantile with m degrees of freedom: the factor is k t_m(1 - alpha/2) / z(1 - alpha/2)."""
+    from scipy import stats
+
+    r, var = np.asarray(r, np.float64), np.asarray(var, np.float64)
+    m = len(r)
+    if m < 3:
+        return 1.0
+    lat = np.maximum(var - noise, 1e-12)
+    ks = np.exp(np.linspace(math.log(0.2), math.log(50.0), 400))
+    s2 = ks[:, None] ** 2 * lat[None, :] + noise
+    ll = -0.5 * (np.log(s2) + r[None, :] ** 2 / s2).sum(1)
+    k = float(ks[int(np.argmax(ll))])
+    return k * float(stats.t.ppf(1 - alpha / 2, m)) / float(stats.norm.ppf(1 - alpha / 2))
 
 
 def choose(inputs: Inputs, idx: np.ndarray, y: np.ndarray, previous: typing.Optional[Choice],
            structures: typing.Sequence[str] = STRUCTURES, warp: str = "auto", margin: float = MARGIN,
-           population: typing.Optional[np.ndarray] = None) -> Choice:
+           population: typing.Optional[np.ndarray] = None, n_random: int = 0) -> Choice:
     """Fit every structure x warp on the measured points and keep the best LOO log score (the
     previous choice, refitted on today's data without moving its hyper-parameters, competes too).
     A structure with the position term must beat the plain feature kernel by ``margin`` nats per point.
     ``population``: values measured at random (the seeds); the targets are standardised with their
     mean and spread, not those of all points, which the acquisition picked where values are high - so
-    the prior mean far from the measurements is the specimen's, not that of the hits."""
+    the prior mean far from the measurements is the specimen's, not that of the hits.
+    ``n_random``: the first n_random points were drawn uniformly at random (the seeds); the reported
+    intervals are calibrated on their LOO residuals too (:func:`seed_calibration`)."""
     y = np.asarray(y, np.float64)
     cs: list[typing.Optional[float]] = [None]
     if warp == "auto" and (y >= 0).all():
@@ -395,7 +427,10 @@ def choose(inputs: Inputs, idx: np.ndarray, y: np.ndarray, previous: typing.Opti
         if best is None or score > best.score + 1e-9:
             z = np.abs(wp.forward(y) - mu) / np.sqrt(var)
             cal = max(1.0, float(np.quantile(z, 0.95)) / 1.96) if len(z) >= 10 else 1.0
-            best = Choice(h, wp, cal, score, {"1sigma": float(np.mean(z <= 1.0)), "2sigma": float(np.mean(z <= 2.0))})
+            k = min(n_random, len(y))
+            seed_cal = seed_calibration((wp.forward(y) - mu)[:k], var[:k], h.noise)
+            best = Choice(h, wp, cal, score, {"1sigma": float(np.mean(z <= 1.0)), "2sigma": float(np.mean(z <= 2.0))},
+                          interval_calibration=max(cal, seed_cal))
     if best is None:
         raise RuntimeError("no kernel could be fitted to the measured points")
     return best
@@ -437,9 +472,11 @@ def refit(features: np.ndarray, coords: np.ndarray, measured: np.ndarray, values
         unit = float(max(1.0, np.ptp(np.asarray(coords), axis=0).max() / 8))
     inputs = Inputs(features, coords, unit, device)
     c = choose(inputs, measured[ok], values[ok], None)
-    state = GPState(inputs, c.hypers, c.warp, c.calibration).build(measured[ok], values[ok])
+    state = GPState(inputs, c.hypers, c.warp, c.calibration,
+                    interval_calibration=c.interval_calibration).build(measured[ok], values[ok])
     p = state.predictive()
-    hp = dict(c.hypers.as_dict(), warp_c=c.warp.c, calibration=c.calibration, length_unit_px=unit)
+    hp = dict(c.hypers.as_dict(), warp_c=c.warp.c, calibration=c.calibration,
+              interval_calibration=c.interval_calibration, length_unit_px=unit)
     return Fit(p.mean, p.std, p.lower, p.upper, c.hypers.structure, hp, c.loo_coverage)
 
 
@@ -489,6 +526,7 @@ class GPSurrogate:
         self.history: list[dict[str, typing.Any]] = []       # per refit: n, structure, hypers, score
         self._fitted_n = 0
         self._population: typing.Optional[np.ndarray] = None
+        self._n_random = 0
         self._lock = threading.Lock()
         self._worker: typing.Optional[threading.Thread] = None
         self._ready: typing.Optional[tuple[int, Choice, GPState]] = None
@@ -529,10 +567,14 @@ class GPSurrogate:
 
     def _refit(self, n: int, prev: typing.Optional[Choice]) -> tuple[int, Choice, GPState]:
         idx, y = np.asarray(self.idx[:n]), np.asarray(self.y[:n])
+        if self._n_random == 0:
+            self._n_random = n                      # the first fit's points: the random seeds
         if self._population is None and self.standardise_by_seeds:
-            self._population = y.copy()             # the first fit's values: the random seeds
-        c = choose(self.inputs, idx, y, prev, self.structures, self.warp, population=self._population)
-        return n, c, GPState(self.inputs, c.hypers, c.warp, c.calibration, capacity=max(64, 2 * n)).build(idx, y)
+            self._population = y.copy()
+        c = choose(self.inputs, idx, y, prev, self.structures, self.warp, population=self._population,
+                   n_random=self._n_random)
+        return n, c, GPState(self.inputs, c.hypers, c.warp, c.calibration, capacity=max(64, 2 * n),
+                             interval_calibration=c.interval_calibration).build(idx, y)
 
     def _work(self, n: int, prev: typing.Optional[Choice]) -> None:
         if self.inputs.device.type == "cpu":
@@ -567,7 +609,8 @@ class GPSurrogate:
         self.state, self.choice, self._fitted_n = state, c, n
         self.refits += 1
         self.history.append({"n": n, "structure": c.hypers.structure, "warp_c": c.warp.c,
-                             "calibration": c.calibration, "loo_log_score": c.score, **c.hypers.as_dict()})
+                             "calibration": c.calibration, "interval_calibration": c.interval_calibration,
+                             "loo_log_score": c.score, **c.hypers.as_dict()})
 
     def wait(self) -> None:
         """Block until a running background refit is done and swapped in (for final maps)."""
@@ -589,9 +632,10 @@ class GPSurrogate:
         self._swap()
         return self.state.predictive() if self.state is not None else None
 
-    def zscores(self, values: np.ndarray) -> np.ndarray:
-        """(N,) |warped value - latent mean| / calibrated latent std at every candidate, for ``values``
-        (N,) in scalar units (e.g. the ground truth): <= 1.96 means inside the 95 % interval."""
+    def zscores(self, values: np.ndarray, noise: bool = False) -> np.ndarray:
+        """(N,) |warped value - latent mean| / interval-calibrated latent std at every candidate, for ``values``
+        (N,) in scalar units (e.g. the ground truth): <= 1.96 means inside the 95 % interval. With
+        ``noise`` the std is that of a new measurement (latent + noise): the predictive interval."""
         self._swap()
         if self.state is None:
             raise RuntimeError("no model yet: tell at least two values")
@@ -600,7 +644,8 @@ class GPSurrogate:
         if st.warp.c is not None:
             v = np.maximum(v, -st.warp.c * (1 - 1e-9))
         u = st.warp.forward(v)
-        sd = np.sqrt(np.maximum(st.var_u.cpu().numpy(), 1e-300)) * st.calibration
+        var = st.var_u.cpu().numpy() * st.interval_calibration ** 2 + (st.h.noise if noise else 0.0)
+        sd = np.sqrt(np.maximum(var, 1e-300))
         return np.abs(u - st.mean_u.cpu().numpy()) / sd
 
     def describe(self) -> dict[str, typing.Any]:
@@ -610,6 +655,7 @@ class GPSurrogate:
         c = self.choice
         return {"kernel": c.hypers.structure, "hyperparameters": dict(c.hypers.as_dict(), warp_c=c.warp.c,
                                                                       calibration=c.calibration,
+                                                                      interval_calibration=c.interval_calibration,
                                                                       length_unit_px=self.inputs.unit_px),
                 "loo_coverage": c.loo_coverage, "refits": self.refits, "updates": self.updates,
                 "spatial": any("space" in st for st in self.structures), "final_loss": None,

@@ -529,7 +529,7 @@ class GPSurrogate:
         self._n_random = 0
         self._lock = threading.Lock()
         self._worker: typing.Optional[threading.Thread] = None
-        self._ready: typing.Optional[tuple[int, Choice, GPState]] = None
+        self._ready: typing.Optional[tuple[int, Choice, GPState, int, int]] = None
         self._error: typing.Optional[BaseException] = None
 
     # -- data in -------------------------------------------------------------------------
@@ -577,12 +577,23 @@ class GPSurrogate:
                              interval_calibration=c.interval_calibration).build(idx, y)
 
     def _work(self, n: int, prev: typing.Optional[Choice]) -> None:
+        """The background refit; then the points told meanwhile are added to the new posterior here,
+        not on the steering thread, so that the swap-in is a reference swap (+ the odd last point)."""
         if self.inputs.device.type == "cpu":
             torch.set_num_threads(1)
         try:
-            out = self._refit(n, prev)
+            n_fit, c, state = self._refit(n, prev)
+            have, updates = n_fit, 0
+            while True:
+                m = len(self.y)             # tell() appends idx before y: y's length bounds both
+                if m <= have:
+                    break
+                for i, v in zip(self.idx[have:m], self.y[have:m], strict=True):
+                    state.update(i, v)
+                    updates += 1
+                have = m
             with self._lock:
-                self._ready = out
+                self._ready = (n_fit, c, state, have, updates)
         except BaseException as e:          # handed to the steering thread at the next swap
             with self._lock:
                 self._error = e
@@ -600,10 +611,15 @@ class GPSurrogate:
         if self._worker is not None:
             self._worker.join()
             self._worker = None
-        self._install(*ready)
+        n_fit, c, state, have, updates = ready
+        self.updates += updates
+        self._install(n_fit, c, state, have)
 
-    def _install(self, n: int, c: Choice, state: GPState) -> None:
-        for i, v in zip(self.idx[n:], self.y[n:], strict=True):
+    def _install(self, n: int, c: Choice, state: GPState, have: typing.Optional[int] = None) -> None:
+        """Make ``state`` (hyper-parameters fitted on the first ``n`` points, conditioned on the first
+        ``have``, default n) the current posterior, conditioned on the rest first."""
+        start = n if have is None else have
+        for i, v in zip(self.idx[start:], self.y[start:], strict=True):
             state.update(i, v)
             self.updates += 1
         self.state, self.choice, self._fitted_n = state, c, n

@@ -81,6 +81,80 @@ def test_coverage_of_a_known_gp_sample():
     assert 0.85 <= loo["2sigma"] <= 1.0
 
 
+def misspecified_case(seed: int):
+    """A known GP sample (Matern 5/2, lengthscale 1 unit = 4 px), 20 random seeds and 60 points picked
+    in one corner (as an acquisition clusters them), and a model whose lengthscale is 3x too long."""
+    rng = np.random.default_rng(seed)
+    coords = grid(40)
+    inp = Inputs(np.zeros((len(coords), 1)), coords, 4.0)
+    k = gp.kernel(Hypers("space", ss=1.0, ls=1.0), inp.f, inp.p, inp.f, inp.p).numpy()
+    truth = np.linalg.cholesky(k + 1e-8 * np.eye(len(k))) @ rng.standard_normal(len(k))
+    y = truth + 0.1 * rng.standard_normal(len(truth))
+    seeds = rng.choice(len(truth), 20, replace=False)
+    corner = np.flatnonzero((coords[:, 0] < 12) & (coords[:, 1] < 12))
+    idx = np.concatenate([seeds, rng.choice(np.setdiff1d(corner, seeds), 60, replace=False)])
+    return inp, truth, y, idx, Hypers("space", ss=1.0, ls=3.0, noise=0.01)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_seed_calibration_restores_the_coverage_of_a_misspecified_model(seed):
+    inp, truth, y, idx, wrong = misspecified_case(seed)
+    mu, var = gp.loo(inp, idx, y[idx], wrong)
+    r = y[idx] - mu
+    k_seed = gp.seed_calibration(r[:20], var[:20], wrong.noise)
+    q95 = max(1.0, float(np.quantile(np.abs(r) / np.sqrt(var), 0.95)) / 1.96)     # LOO over every point
+    free = np.ones(len(truth), bool)
+    free[idx] = False
+
+    def coverage(factor: float) -> float:
+        st = GPState(inp, wrong, Warp(None, 0.0, 1.0), interval_calibration=factor).build(idx, y[idx])
+        sd = np.sqrt(st.var_u.numpy()) * st.interval_calibration
+        return float(np.mean((np.abs(truth - st.mean_u.numpy()) / sd)[free] <= 1.96))
+
+    assert coverage(1.0) < 0.6                     # overconfident far from the measurements
+    assert 0.9 <= coverage(k_seed) <= 1.0          # the random seeds' residuals restore it
+    assert coverage(q95) < coverage(k_seed)        # the clustered points' LOO does not (alone)
+
+
+def test_the_first_batch_told_calibrates_the_intervals():
+    # a field smooth in one corner, rough elsewhere; 20 random seeds, then 80 points in the corner (as an
+    # acquisition clusters them): the MAP fit follows the corner and is overconfident elsewhere. The
+    # surrogate takes its first fit's points as the random seeds: the interval factor is theirs (from
+    # their leave-one-out residuals under the chosen model), above the LOO one of all points
+    rng = np.random.default_rng(2)
+    coords = grid(40)
+    inp = Inputs(np.zeros((len(coords), 1)), coords, 4.0)
+
+    def sample(ls: float) -> np.ndarray:
+        k = gp.kernel(Hypers("space", ss=1.0, ls=ls), inp.f, inp.p, inp.f, inp.p).numpy()
+        return np.linalg.cholesky(k + 1e-8 * np.eye(len(k))) @ rng.standard_normal(len(k))
+
+    corner = (coords[:, 0] < 14) & (coords[:, 1] < 14)
+    truth = sample(3.0) + np.where(corner, 0.0, 1.0) * sample(0.5)
+    y = truth + 0.05 * rng.standard_normal(len(truth))
+    seeds = rng.choice(len(truth), 20, replace=False)
+    idx = np.concatenate([seeds, rng.choice(np.setdiff1d(np.flatnonzero(corner), seeds), 80, replace=False)])
+    m = GPSurrogate(np.zeros((len(coords), 1)), coords, unit_px=4.0, structures=("space",), warp="none",
+                    background=False, refit_fraction=10 ** 9)
+    m.tell(idx[:20].tolist(), y[idx[:20]].tolist())
+    m.tell(idx[20:].tolist(), y[idx[20:]].tolist())
+    c = m.choice
+    assert c is not None and m.state is not None and m.refits == 2
+    mu, var = gp.loo(m.inputs, idx, c.warp.forward(y[idx]), c.hypers)
+    want = gp.seed_calibration((c.warp.forward(y[idx]) - mu)[:20], var[:20], c.hypers.noise)
+    assert c.interval_calibration == pytest.approx(want) and want > 1.2 * c.calibration
+    assert m.describe()["hyperparameters"]["interval_calibration"] == c.interval_calibration
+    # the steering std keeps the LOO factor; the reported intervals and z-scores use the seeds' one
+    assert m.state.calibration == c.calibration
+    free = np.ones(len(truth), bool)
+    free[idx] = False
+    z = m.zscores(truth)[free]
+    assert np.mean(z <= 1.96) >= 0.9 > np.mean(z * c.interval_calibration / c.calibration <= 1.96)
+    pred = m.prediction()
+    assert pred is not None
+    assert np.allclose(pred.upper - pred.mean, 1.96 * np.sqrt(m.state.var_u.numpy()) * want * c.warp.scale)
+
+
 def test_nonnegative_scalar_is_never_predicted_negative():
     # counts: a few bright spots on a near-zero background, Poisson noise
     rng = np.random.default_rng(1)
@@ -124,9 +198,24 @@ def test_suggest_does_not_wait_for_a_refit(monkeypatch):
     steps(12)                      # a refit starts and is held: suggest() keeps answering meanwhile
     assert started.wait(30)
     assert model.refits == 1 and model.updates == 12      # rank-1 updates only, no waiting
+    threads: list[str] = []
+    real_update = GPState.update
+
+    def update(self, i, y):
+        threads.append(threading.current_thread().name)
+        return real_update(self, i, y)
+
+    monkeypatch.setattr(GPState, "update", update)
     release.set()
     model.wait()
-    assert model.refits == 2
+    came = 6 + 12 - model.history[-1]["n"]         # told while the refit ran (it started at the 7th point)
+    assert came == 11 and model.refits == 2 and model.updates == 12 + came
+    # they were added to the refit's posterior by the worker, not on the steering thread at the swap-in
+    assert threads == ["emedge-gp-refit"] * came
+    c = model.choice
+    full = GPState(model.inputs, c.hypers, c.warp).build(np.asarray(model.idx), np.asarray(model.y))
+    assert np.allclose(model.state.mean_u.numpy(), full.mean_u.numpy(), atol=1e-8)
+    assert np.allclose(model.state.var_u.numpy(), full.var_u.numpy(), atol=1e-8)
     assert len(set(st.order)) == len(st.order) == 6 + 12
 
 

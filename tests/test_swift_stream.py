@@ -309,3 +309,28 @@ def test_failed_follow_job_is_one_error_line(swift: typing.Any, started: list[Li
     view.submit_button.on_clicked()
     _pump(dc, lambda: not view.thread.is_alive())
     assert view.status.text == "error: no stage directory given (the Stream Scan panel's <folder>/stage)"
+
+
+def test_experiment_panel_batches_by_synchronized_subscans(swift: typing.Any) -> None:
+    """The Autonomous Experiment panel with *Batches: synchronized sub-scans* on usim: the loop's
+    batches go through grab_synchronized (counted), the run ends on its budget."""
+    dc = swift
+    view = _views(dc, "emedge-experiment-panel")[-1]
+    view.batches.current_item = "scan"
+    view.source.current_item = "twin"
+    view.start_button.on_clicked()
+    assert view.status.text == "error: batch_scan (Batches: synchronized sub-scans) needs the microscope as the source"
+    view.source.current_item = "microscope"
+    view.budget.text, view.seeds.text, view.survey_px.text, view.window_px.text = "7", "3", "16", "6"
+    view.start_button.on_clicked()
+    assert view.live is not None, view.status.text
+    inst = view.live._instrument.inner
+    assert isinstance(inst, SwiftInstrument) and inst.batch_scan
+    grabs: list[tuple[int, int]] = []
+    grab = inst._grab
+    inst._grab = lambda fp, shape, on_row: grabs.append(shape) or grab(fp, shape, on_row)   # type: ignore
+    _pump(dc, lambda: view.live.done)
+    assert view.live.error is None, view.live.error
+    result = view.live.result
+    assert result is not None and result.stopped_by == "budget" and len(result.values) == 7
+    assert len(grabs) >= 3 and all(h == 1 and w >= 2 for h, w in grabs)

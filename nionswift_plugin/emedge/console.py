@@ -33,16 +33,19 @@ if typing.TYPE_CHECKING:   # the loop (and torch with it) loads when a run start
 
 
 def make_instrument(source: typing.Union[str, Instrument], signal_kind: str, *, survey_px: int = 64,
-                    exposure_ms: float = 10.0, seed: int = 0) -> Instrument:
+                    exposure_ms: float = 10.0, seed: int = 0, batch_scan: bool = False) -> Instrument:
     """The instrument named by ``source`` for frames of ``signal_kind`` (see the module doc): the Swift
-    session's own microscope, or ``twin``/``replay`` through :func:`emedge_core.instrument.open_instrument`."""
+    session's own microscope (``batch_scan``: batches measured by synchronized line sub-scans), or
+    ``twin``/``replay`` through :func:`emedge_core.instrument.open_instrument`."""
     if not isinstance(source, str):
         return source
     if source == "microscope":
         from nionswift_plugin.emedge.swift_instrument import from_registry
 
         return from_registry(signal_kind, survey_px=survey_px, exposure_ms=exposure_ms,
-                             binning=None if signal_kind == "spectrum" else 4)
+                             binning=None if signal_kind == "spectrum" else 4, batch_scan=batch_scan)
+    if batch_scan:
+        raise EmedgeError("batch_scan (Batches: synchronized sub-scans) needs the microscope as the source")
     if source == "twin":
         return open_instrument("twin", InstrumentOptions(signal_kind=signal_kind, size=survey_px, seed=seed))
     if not source.strip():
@@ -62,7 +65,7 @@ def start(source: typing.Union[str, Instrument] = "microscope", scalarizer: typi
           stop_uncertainty: typing.Optional[float] = None, survey_px: int = 64, exposure_ms: float = 10.0,
           seed: int = 0, drift_every: typing.Optional[int] = None, out_dir: typing.Optional[str] = None,
           document_window: typing.Any = None, patch_mode: str = "restrict",
-          components: typing.Optional[int] = 16) -> LiveExperiment:
+          components: typing.Optional[int] = 16, batch_scan: bool = False) -> LiveExperiment:
     """Start an autonomous experiment in Swift and return it while it runs.
 
     scalarizer: a name or ``{"name": ..., <params>}``; budget, seeds, batch, acquisition,
@@ -70,7 +73,9 @@ def start(source: typing.Union[str, Instrument] = "microscope", scalarizer: typi
     edge; patch_mode: "restrict" or "reflect" (every survey pixel a candidate); components: PCA scores per
     patch; survey_px, exposure_ms: survey size and camera exposure on the microscope (survey_px is
     the twin's size too); out_dir: where the result is written (default :func:`default_out_dir`);
-    document_window: the Swift window for the live data items (default: the first one).
+    document_window: the Swift window for the live data items (default: the first one); batch_scan: on
+    the microscope, measure each batch of positions through nionswift-instrumentation's synchronized
+    scan (one line sub-scan per survey row the batch touches) instead of parking the probe point by point.
     Frames are scalarized in Swift's process as they arrive, on the GPU when one is present and the
     facility settings allow it (``[compute] gpu``). Bad arguments raise :class:`~emedge_core.EmedgeError`
     before anything starts.
@@ -85,7 +90,7 @@ def start(source: typing.Union[str, Instrument] = "microscope", scalarizer: typi
                               seed=int(seed), stop_uncertainty=stop_uncertainty,
                               drift_every=None if drift_every is None else int(drift_every))
     instrument = make_instrument(source, scal.signal_kind, survey_px=int(survey_px), exposure_ms=float(exposure_ms),
-                                 seed=int(seed))
+                                 seed=int(seed), batch_scan=bool(batch_scan))
     if scal.signal_kind == "spectrum":       # an energy window outside the axis stops here, before the survey
         from emedge_core.consistency import check_energy_windows
 

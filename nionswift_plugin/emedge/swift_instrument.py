@@ -3,7 +3,10 @@
 - ``survey()``: one HAADF frame from the STEM controller's scan device (``record_immediate``);
 - ``measure(positions)``: park the probe on each survey pixel (``probe_position``, fractions of
   the last scan) and take one frame from the EELS camera (spectra: summed over the
-  non-dispersive axis) or the Ronchigram camera (diffraction patterns);
+  non-dispersive axis) or the Ronchigram camera (diffraction patterns); with ``batch_scan`` the
+  batch goes through nionswift-instrumentation's synchronized scan instead: one line sub-scan of the
+  survey grid per survey row the batch touches (the camera exposes on the scan's pixel clock);
+- ``scan_rows(shape, on_row)``: a whole synchronized scan, row by row (``emedge stream``);
 - ``state()``: high tension, defocus and aberrations, beam current, probe and stage position,
   scan and camera settings, for provenance.
 
@@ -44,12 +47,13 @@ class SwiftInstrument:
     stem: the ``stem_controller`` component; signal_kind: ``"spectrum"`` (EELS camera) or
     ``"diffraction"`` (Ronchigram camera); survey_px: survey edge in pixels; fov_nm: survey
     field of view; exposure_ms: camera exposure per measured frame; binning: camera binning
-    (None = the camera's current setting).
+    (None = the camera's current setting); batch_scan: measure each batch through synchronized
+    sub-scans (:meth:`measure_scanned`) instead of parking the probe point by point.
     """
 
     def __init__(self, stem: typing.Any, signal_kind: str = "spectrum", *, survey_px: int = 64,
                  fov_nm: float = 100.0, exposure_ms: float = 10.0, binning: typing.Optional[int] = None,
-                 owner: typing.Optional["UsimSession"] = None) -> None:
+                 batch_scan: bool = False, owner: typing.Optional["UsimSession"] = None) -> None:
         if signal_kind not in ("spectrum", "diffraction"):
             raise EmedgeError(f"signal must be 'spectrum' or 'diffraction', not {signal_kind!r}")
         self.stem = stem
@@ -61,7 +65,7 @@ class SwiftInstrument:
             what = "scan device" if self.scan is None else camera
             raise EmedgeError(f"the STEM controller has no {what}")
         self.survey_px, self.fov_nm = int(survey_px), float(fov_nm)
-        self.exposure_ms, self.binning = float(exposure_ms), binning
+        self.exposure_ms, self.binning, self.batch_scan = float(exposure_ms), binning, bool(batch_scan)
         self._survey: typing.Optional[Survey] = None
         self._owner = owner
         self._undo = contextlib.ExitStack()      # how to put back what a run changed, newest first
@@ -121,9 +125,12 @@ class SwiftInstrument:
 
     def measure(self, positions: np.ndarray) -> Frames:
         """One camera frame per survey pixel (row, col) in ``positions``; the camera plays while
-        the probe moves and each frame is one that started after the probe got there."""
+        the probe moves and each frame is one that started after the probe got there (with
+        ``batch_scan``: :meth:`measure_scanned`)."""
         from nion.utils import Geometry
 
+        if self.batch_scan:
+            return self.measure_scanned(positions)
         if self._survey is None:
             raise EmedgeError("measure() before survey(): the probe positions are fractions of the survey scan")
         h, w = self._survey.shape
@@ -163,19 +170,74 @@ class SwiftInstrument:
             mrad = float(xd.dimensional_calibrations[-1].scale) * 1e3
         return Frames(data, "diffraction", mrad_per_px=mrad)
 
+    def measure_scanned(self, positions: np.ndarray) -> Frames:
+        """One camera frame per survey pixel (row, col) in ``positions``, taken by synchronized scans:
+        for each survey row the batch touches (in the order of its first position there), one line
+        sub-scan of the survey's grid from the row's first to its last column (at least 2 pixels: a
+        one-pixel synchronized scan does not run on nionswift-usim), the frames at the other columns
+        of the line discarded. :meth:`cancel` ends the batch between two lines; the frames of the
+        leading positions already taken are returned."""
+        from nion.utils import Geometry
+
+        if self._survey is None:
+            raise EmedgeError("measure() before survey(): the probe positions are fractions of the survey scan")
+        h, w = self._survey.shape
+        if w < 2:
+            raise EmedgeError("batch_scan needs a survey at least 2 px wide (survey_px)")
+        pos = check_positions(positions, (h, w))
+        got: dict[tuple[int, int], np.ndarray] = {}
+        last: list[Frames] = []
+        for r in dict.fromkeys(pos[:, 0].tolist()):             # rows in the order the batch reaches them
+            if self._cancel.is_set():
+                break
+            cols = sorted(set(pos[pos[:, 0] == r, 1].tolist()))
+            n = max(cols[-1] - cols[0] + 1, 2)
+            c0 = min(cols[0], w - n)
+            fp = self.scan.get_current_frame_parameters()
+            fp.size = Geometry.IntSize(h, w)
+            fp.fov_nm = self.fov_nm
+            fp.subscan_pixel_size = (1, n)
+            fp.subscan_fractional_size = (1 / h, n / w)
+            fp.subscan_fractional_center = ((r + 0.5) / h, (c0 + n / 2) / w)
+
+            def keep(_: int, line: Frames, r: int = r, cols: list[int] = cols, c0: int = c0) -> None:
+                got.update({(r, c): line.data[c - c0] for c in cols})
+                last[:] = [line]
+            try:
+                self._grab(fp, (1, n), keep)
+            except Exception:
+                if self._cancel.is_set():       # aborted by cancel(): keep the lines taken before
+                    break
+                raise
+        if not last:
+            raise EmedgeError("measure() took no frame: no position given, or the batch was cancelled first")
+        k = next((i for i, (r, c) in enumerate(pos.tolist()) if (r, c) not in got), len(pos))
+        line = last[0]
+        data = (np.stack([got[(r, c)] for r, c in pos[:k].tolist()]) if k
+                else np.zeros((0,) + line.data.shape[1:], np.float32))
+        return Frames(data, line.kind, energy_eV=line.energy_eV, mrad_per_px=line.mrad_per_px)
+
     def scan_rows(self, shape: tuple[int, int], on_row: typing.Callable[[int, Frames], None]) -> int:
         """A synchronized scan: the scan device steps the probe over an (H, W) grid of the survey's field
         of view while the camera takes one frame per pixel - nionswift-instrumentation's
         ``grab_synchronized``, the machinery of its own SI / 4D acquisition panels - one scan row per
         section. Each row, as soon as its frames are in, goes to ``on_row(row, Frames)`` (W frames; called
         on the acquisition thread). :meth:`cancel` aborts the scan. Returns the rows delivered."""
-        from nion.instrumentation import Acquisition
         from nion.utils import Geometry
 
         h, w = (int(v) for v in shape)
         fp = self.scan.get_current_frame_parameters()
         fp.size = Geometry.IntSize(h, w)
         fp.fov_nm = self.fov_nm
+        self._cancel.clear()
+        return self._grab(fp, (h, w), on_row)
+
+    def _grab(self, fp: typing.Any, shape: tuple[int, int], on_row: typing.Callable[[int, Frames], None]) -> int:
+        """``grab_synchronized`` with scan frame parameters ``fp`` over ``shape`` (H, W) scan pixels (the
+        whole frame or a sub-scan), each row to ``on_row`` as soon as its frames are in. Returns the rows."""
+        from nion.instrumentation import Acquisition
+
+        w = int(shape[1])
         cfp = self.camera.get_frame_parameters_from_dict(self.camera.get_current_frame_parameters().as_dict())
         cfp.exposure_ms = self.exposure_ms
         if self.binning is not None:
@@ -204,7 +266,6 @@ class SwiftInstrument:
                                          mrad_per_px=float(cal.scale) * 1e3 if cal.units == "rad" else None))
                 delivered[0] = max(delivered[0], done)
 
-        self._cancel.clear()
         self._scanning = True
         try:
             self.scan.grab_synchronized(data_channel=Rows(), scan_frame_parameters=fp, camera=self.camera,

@@ -19,6 +19,7 @@ from nionswift_plugin.emedge.live import LiveExperiment, Snapshot
 from nionswift_plugin.emedge.panels.form import Form, PanelDelegate, number, whole
 
 LOG = logging.getLogger("emedge")
+BATCH_LABELS = {"point": "Probe parked point by point", "scan": "Synchronized sub-scans (microscope)"}
 SOURCE_LABELS = {"microscope": "Microscope (STEM controller)", "twin": "Digital twin", "replay": "Replay file"}
 
 
@@ -39,6 +40,7 @@ class ExperimentView:
         self.components = f.line("Components", "16")
         self.survey_px = f.line("Survey (px)", "64")
         self.exposure_ms = f.line("Exposure (ms)", "10")
+        self.batches = f.combo("Batches", list(BATCH_LABELS), BATCH_LABELS.__getitem__)
         self.acquisition = f.combo("Acquisition", list(POLICIES))
         self.budget = f.line("Budget", "30")
         self.seeds = f.line("Seeds", "5")
@@ -75,6 +77,7 @@ class ExperimentView:
                 stop_uncertainty=number(self.stop_std, "stop std") if (self.stop_std.text or "").strip() else None,
                 drift_every=whole(self.drift_every, "drift every") if (self.drift_every.text or "").strip() else None,
                 survey_px=whole(self.survey_px, "survey"), exposure_ms=number(self.exposure_ms, "exposure"),
+                batch_scan=self.batches.current_item == "scan",
                 document_window=self.window)
         except json.JSONDecodeError as e:
             self.status.text = f"error: parameters are not valid JSON: {e}"

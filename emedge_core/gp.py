@@ -20,7 +20,11 @@ What is decided from the measured points, re-decided at every refit:
 Hyper-parameters are MAP estimates (log-normal priors around lengths set by the data: the median
 feature distance, half a lattice period) started from the previous ones, and the previous ones are
 kept when the new ones do not improve the LOO score, so they do not jump between steps. The
-predictive std is calibrated by the LOO z-scores: multiplied by max(1, q95(|z|) / 1.96).
+std the acquisition sees is calibrated by the LOO z-scores: multiplied by max(1, q95(|z|) / 1.96). The
+reported intervals are calibrated on the random seeds too, the only measured points exchangeable with
+the unmeasured candidates (the acquisition picks the others where values are high): the largest of
+that factor and the seeds' maximum-likelihood std factors, left out one at a time and all together
+(predicted from the picked points alone), times t_m(0.975) / 1.96 for m seeds.
 
 Between refits, :meth:`GPState.update` conditions the posterior over all N candidates on a new
 point exactly (same hyper-parameters): with V = L^-1 K(train, all) kept, the new row of V is
@@ -353,7 +357,7 @@ class Choice:
 
     calibration: the steering std factor, max(1, q95(|z_LOO|) / 1.96) over the measured points;
     interval_calibration: the factor for the reported intervals, >= calibration: also the random
-    seeds' factor (:func:`seed_calibration`)."""
+    seeds' factors (:func:`seed_calibration`, :func:`leave_seeds_out`)."""
 
     hypers: Hypers
     warp: Warp
@@ -385,6 +389,24 @@ def seed_calibration(r: np.ndarray, var: np.ndarray, noise: float, alpha: float 
     return k * float(stats.t.ppf(1 - alpha / 2, m)) / float(stats.norm.ppf(1 - alpha / 2))
 
 
+def leave_seeds_out(inputs: Inputs, idx: np.ndarray, u: np.ndarray, h: Hypers, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Residuals (k,) and predictive variances (k,) (latent + noise) of the first ``k`` points (the
+    random seeds) predicted from the other points alone (those the acquisition picked): how wrong the
+    model is, far from what it measured on purpose, when the seeds are not there to help."""
+    it = torch.as_tensor(np.asarray(idx), device=inputs.device)
+    a, s_ = it[k:], it[:k]
+    k_aa = kernel(h, inputs.f[a], inputs.p[a], inputs.f[a], inputs.p[a])
+    k_aa += h.noise * torch.eye(len(a), dtype=torch.float64, device=inputs.device)
+    chol = _chol(k_aa)
+    v = torch.linalg.solve_triangular(chol, kernel(h, inputs.f[a], inputs.p[a], inputs.f[s_], inputs.p[s_]),
+                                      upper=False)
+    ua = torch.as_tensor(u[k:], dtype=torch.float64, device=inputs.device) - h.mean
+    w = torch.linalg.solve_triangular(chol, ua[:, None], upper=False)[:, 0]
+    mean = (h.mean + v.T @ w).cpu().numpy()
+    var = np.maximum(prior_diag(h) - (v * v).sum(0).cpu().numpy(), 0.0) + h.noise
+    return np.asarray(u[:k], np.float64) - mean, var
+
+
 def choose(inputs: Inputs, idx: np.ndarray, y: np.ndarray, previous: typing.Optional[Choice],
            structures: typing.Sequence[str] = STRUCTURES, warp: str = "auto", margin: float = MARGIN,
            population: typing.Optional[np.ndarray] = None, n_random: int = 0) -> Choice:
@@ -394,8 +416,10 @@ def choose(inputs: Inputs, idx: np.ndarray, y: np.ndarray, previous: typing.Opti
     ``population``: values measured at random (the seeds); the targets are standardised with their
     mean and spread, not those of all points, which the acquisition picked where values are high - so
     the prior mean far from the measurements is the specimen's, not that of the hits.
-    ``n_random``: the first n_random points were drawn uniformly at random (the seeds); the reported
-    intervals are calibrated on their LOO residuals too (:func:`seed_calibration`)."""
+    ``n_random``: the first n_random points were drawn uniformly at random (the seeds), exchangeable
+    with the unmeasured candidates; the reported intervals are calibrated on their residuals too
+    (:func:`seed_calibration`): left out one at a time, and all together (:func:`leave_seeds_out`, the
+    seeds predicted from the picked points alone); the largest factor is kept."""
     y = np.asarray(y, np.float64)
     cs: list[typing.Optional[float]] = [None]
     if warp == "auto" and (y >= 0).all():
@@ -431,6 +455,11 @@ def choose(inputs: Inputs, idx: np.ndarray, y: np.ndarray, previous: typing.Opti
             seed_cal = seed_calibration((wp.forward(y) - mu)[:k], var[:k], h.noise)
             best = Choice(h, wp, cal, score, {"1sigma": float(np.mean(z <= 1.0)), "2sigma": float(np.mean(z <= 2.0))},
                           interval_calibration=max(cal, seed_cal))
+    if best is not None and 0 < n_random < len(y):
+        # the seeds predicted from the picked points alone: the far field's errors (conservative)
+        r, v = leave_seeds_out(inputs, idx, best.warp.forward(y), best.hypers, n_random)
+        far = seed_calibration(r, v, best.hypers.noise)
+        best = dataclasses.replace(best, interval_calibration=max(best.interval_calibration, far))
     if best is None:
         raise RuntimeError("no kernel could be fitted to the measured points")
     return best

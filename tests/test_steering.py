@@ -140,8 +140,15 @@ def test_the_first_batch_told_calibrates_the_intervals():
     m.tell(idx[20:].tolist(), y[idx[20:]].tolist())
     c = m.choice
     assert c is not None and m.state is not None and m.refits == 2
-    mu, var = gp.loo(m.inputs, idx, c.warp.forward(y[idx]), c.hypers)
-    want = gp.seed_calibration((c.warp.forward(y[idx]) - mu)[:20], var[:20], c.hypers.noise)
+    u = c.warp.forward(y[idx])
+    mu, var = gp.loo(m.inputs, idx, u, c.hypers)
+    one = gp.seed_calibration((u - mu)[:20], var[:20], c.hypers.noise)          # left out one at a time
+    r, v = gp.leave_seeds_out(m.inputs, idx, u, c.hypers, 20)                    # all together
+    # the seeds predicted from the corner points alone: what the rough part does to the model
+    picked = GPState(m.inputs, c.hypers, c.warp).build(idx[20:], y[idx[20:]])
+    assert np.allclose(r, u[:20] - picked.mean_u.numpy()[idx[:20]])
+    assert np.allclose(v, picked.var_u.numpy()[idx[:20]] + c.hypers.noise)
+    want = max(c.calibration, one, gp.seed_calibration(r, v, c.hypers.noise))
     assert c.interval_calibration == pytest.approx(want) and want > 1.2 * c.calibration
     assert m.describe()["hyperparameters"]["interval_calibration"] == c.interval_calibration
     # the steering std keeps the LOO factor; the reported intervals and z-scores use the seeds' one

@@ -524,7 +524,9 @@ class GPSurrogate:
     features: (N, F) candidate features; coords: (N, 2) px; unit_px: the length unit (lattice period);
     structures: the kernels to choose from; warp: "auto" (log-warp a never-negative scalar) or "none";
     standardise_by_seeds: standardise the targets with the values of the first fit (the random seeds)
-    rather than with all values (see :func:`choose`).
+    rather than with all values (see :func:`choose`);
+    n_random: how many of the first points told were drawn uniformly at random (the seeds; the
+    :class:`~emedge_core.steer.Steerer` sets it), None: those of the first fit.
     On CPU torch runs one intra-op thread (small matrices; OpenMP threads spinning against another
     process on a 2-core box made a fit 20-60x slower).
     """
@@ -532,7 +534,7 @@ class GPSurrogate:
     def __init__(self, features: np.ndarray, coords: np.ndarray, *, unit_px: float,
                  structures: typing.Sequence[str] = STRUCTURES, warp: str = "auto", background: bool = True,
                  refit_fraction: int = 10, device: typing.Optional[str] = None,
-                 standardise_by_seeds: bool = True) -> None:
+                 standardise_by_seeds: bool = True, n_random: typing.Optional[int] = None) -> None:
         import threading
 
         bad = [s for s in structures if s not in STRUCTURES]
@@ -555,6 +557,7 @@ class GPSurrogate:
         self.history: list[dict[str, typing.Any]] = []       # per refit: n, structure, hypers, score
         self._fitted_n = 0
         self._population: typing.Optional[np.ndarray] = None
+        self.n_random = n_random
         self._n_random = 0
         self._lock = threading.Lock()
         self._worker: typing.Optional[threading.Thread] = None
@@ -597,7 +600,7 @@ class GPSurrogate:
     def _refit(self, n: int, prev: typing.Optional[Choice]) -> tuple[int, Choice, GPState]:
         idx, y = np.asarray(self.idx[:n]), np.asarray(self.y[:n])
         if self._n_random == 0:
-            self._n_random = n                      # the first fit's points: the random seeds
+            self._n_random = int(self.n_random) if self.n_random is not None else n
         if self._population is None and self.standardise_by_seeds:
             self._population = y.copy()
         c = choose(self.inputs, idx, y, prev, self.structures, self.warp, population=self._population,

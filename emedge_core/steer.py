@@ -67,6 +67,8 @@ class Steerer:
         self.model: Surrogate = (DKLSurrogate(model, patches.features, patches.coords)
                                  if isinstance(model, DKLRegressor) else model)
         self.seeds, self.batch, self.travel = int(seeds), int(batch), float(travel)
+        if isinstance(self.model, GPSurrogate) and self.model.n_random is None:
+            self.model.n_random = self.seeds        # its intervals are calibrated on the random seeds
         self.rng = np.random.default_rng(seed)
         self.measured = np.zeros(len(patches), bool)
         self.order: list[int] = []            # every measured candidate, in order

@@ -160,6 +160,24 @@ def test_the_first_batch_told_calibrates_the_intervals():
     pred = m.prediction()
     assert pred is not None
     assert np.allclose(pred.upper - pred.mean, 1.96 * np.sqrt(m.state.var_u.numpy()) * want * c.warp.scale)
+    # told in pieces, the seeds count as such when the surrogate knows how many there are (the Steerer
+    # tells it its ``seeds``); the first fit (on 10 points) no longer decides
+    halves = GPSurrogate(np.zeros((len(coords), 1)), coords, unit_px=4.0, structures=("space",), warp="none",
+                         background=False, refit_fraction=10 ** 9, n_random=20)
+    for part in (idx[:10], idx[10:20], idx[20:]):
+        halves.tell(part.tolist(), y[part].tolist())
+    hc = halves.choice
+    assert hc is not None
+    u = hc.warp.forward(y[idx])
+    mu, var = gp.loo(halves.inputs, idx, u, hc.hypers)
+    r, v = gp.leave_seeds_out(halves.inputs, idx, u, hc.hypers, 20)
+    assert hc.interval_calibration == pytest.approx(max(hc.calibration, gp.seed_calibration(r, v, hc.hypers.noise),
+                                                        gp.seed_calibration((u - mu)[:20], var[:20], hc.hypers.noise)))
+    twin = DigitalTwin(size=32, seed=0)
+    st = Steerer(make_patches(twin.survey().image, 8, components=4),
+                 default_model(make_patches(twin.survey().image, 8, components=4), twin.survey().image,
+                               background=False), UCB(2.0), seeds=7)
+    assert st.model.n_random == 7
 
 
 def test_nonnegative_scalar_is_never_predicted_negative():

@@ -383,3 +383,21 @@ def test_an_axis_of_the_wrong_length_names_the_option(tmp_path) -> None:
     with pytest.raises(EmedgeError, match=r"dims axis 2 \('energy'\) has 3 values for an axis of length 200"):
         emd.write(str(tmp_path / "e.h5"), {"eels": DATA["eels"]}, sig_ndim={"eels": 1},
                   dims={"eels": [("y", "nm", 0, 1), ("x", "nm", 0, 1), emd.Axis("energy", "eV", [1.0, 2.0, 3.0])]})
+
+
+def test_auto_records_why_it_chose_and_inspect_prints_it(tmp_path, capsys) -> None:
+    """``auto`` keeps every candidate's ratio on the first chunk (``emd.info``'s ``auto_trial``,
+    printed by ``emedge inspect``); a codec given by name records none."""
+    from emedge_core.cli import main
+
+    rng = np.random.default_rng(3)
+    a = rng.poisson(0.05, (2, 16, 32, 32)).astype(np.uint16)
+    emd.write(str(tmp_path / "auto.h5"), {"a": a})
+    emd.write(str(tmp_path / "named.h5"), {"a": a}, codec="blosc2")
+    got = emd.info(str(tmp_path / "auto.h5"))["arrays"]["a"]
+    assert got["auto_trial"][got["codec"]] == max(got["auto_trial"].values())
+    assert {"blosc2", "blosc2:blocks=tile", "raw"} <= set(got["auto_trial"])
+    assert emd.info(str(tmp_path / "named.h5"))["arrays"]["a"]["auto_trial"] is None
+    assert main(["inspect", str(tmp_path / "auto.h5")]) == 0
+    assert f"auto: best ratio on the first chunk among light, plain-readable codecs: {got['codec']}" in \
+        capsys.readouterr().out

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from emedge_core import emd
-from emedge_core.compress.auto import CANDIDATES, HEAVY
+from emedge_core.compress.auto import CANDIDATES, TILED
 
-AUTO_CODECS = [*CANDIDATES, HEAVY, "auto"]
+AUTO_CODECS = [*CANDIDATES, TILED, "auto"]
 DTYPES = ["uint16", "float32", "float64", "int32"]
 
 #: runs in a fresh interpreter: h5py + hdf5plugin and nothing of ours; prints {path: {dtype, sha}}
@@ -88,7 +88,7 @@ def written(tmp_path_factory) -> dict[str, tuple[str, np.ndarray, dict]]:
 
 def test_auto_only_picks_codecs_that_need_no_reader_side_step(written) -> None:
     picked = {v[2]["codec"] for k, v in written.items() if k.startswith("auto|")}
-    assert picked <= set(CANDIDATES) | {HEAVY}, picked
+    assert picked <= set(CANDIDATES) | {TILED}, picked
     for path, _, stats in written.values():
         assert emd.info(path)["arrays"]["signal"]["warning"] is None, stats["codec"]
 

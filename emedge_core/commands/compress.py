@@ -244,6 +244,9 @@ def _print_emd(desc: dict[str, typing.Any]) -> None:
                          for d in a.get("dims", []))
         if dims:
             print(f"    axes: {dims}")
+        if a.get("auto_trial"):
+            print("    auto: best ratio on the first chunk among light, plain-readable codecs: "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in sorted(a["auto_trial"].items(), key=lambda kv: -kv[1])))
         if a.get("warning"):
             print(f"WARNING: {name}: {a['warning']}")
     for key, value in desc["provenance"].items():

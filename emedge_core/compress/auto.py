@@ -2,26 +2,27 @@
 
 Every candidate stores plain values that any Blosc2 HDF5 filter decodes (h5py + hdf5plugin,
 rosettasciio / HyperSpy, emdfile / py4DSTEM read the right dtype and values with no step of
-ours): Blosc2 Zstd-1 with bitshuffle, with byte shuffle + byte-delta (the prediction runs inside
-the Blosc2 chunk), for integer detector frames of at least ``DETECTOR_MIN_PIXELS`` also Blosc2
-Blosc2 clevel 4 (Zstd level 7, lazy matching) + bitshuffle (``HEAVY``), and no compression for arrays
-too small to gain.
+ours), and every one is light - Blosc2 Zstd-1 or no compression, at bitshuffle-LZ4's speed or
+above: Zstd-1 with bitshuffle in C-order slabs, with byte shuffle + byte-delta (the prediction
+runs inside the Blosc2 chunk), for chunks of 2-D frames of at least ``FRAME_MIN_PIXELS`` also
+with bitshuffle in tiled blocks (``TILED``: every frame of the chunk x a detector tile,
+:func:`~emedge_core.compress.stages._tiles`), and no compression for arrays too small to gain.
 Frame-delta prediction (``delta+blosc2``), sqrt quantisation and sparse events need a reader-side
-inverse, so ``auto`` never picks them (they stay available by name; ``emd.info`` warns).
+inverse, so ``auto`` never picks them (they stay available by name; ``emd.info`` warns). Heavier
+Zstd levels (``blosc2:clevel=4`` = Zstd 7, 2-3x the CPU time) are by name only: on the
+counting sets of issue 12.5 the tiles gave Zstd-1 the ratio the heavy level had been tried for
+(docs/compress.md).
 
 The winner is the best ratio on the sample; ties go to the earlier candidate, so the choice is
-deterministic (no timing involved). ``HEAVY`` (about 3x the CPU time of Zstd-1 per byte) wins
-only when its ratio beats the best light candidate by ``HEAVY_GAIN``: on counting data at
-0.02-0.1 e-/px it gains 4-7 % (sparse bit planes: lazy matching), at 0.5 e-/px nothing. With
-2 MiB blocks it reaches Blosc2 clevel 5 + bitshuffle in 4 MiB chunks (the counting peer) at
-about twice clevel 5's speed (docs/compress.md).
-Lossy codecs are never chosen automatically: they need a stated bound from the user. With
-``threads`` > 1 the candidates run side by side on a thread pool (Blosc2 drops the GIL).
+deterministic (no timing involved). Lossy codecs are never chosen automatically: they need a
+stated bound from the user. With ``threads`` > 1 the candidates run side by side on a thread
+pool (Blosc2 drops the GIL).
 
-The writer's sample is the first chunk, or, when that chunk holds at least ``4 * TRIAL_FRAMES``
-frames along the frame axis, its first quarter of them (:func:`trial_sample`): the trial is a
-fixed cost per array and a quarter cuts it. When the whole chunk is the sample, the writer
-stores the winner's payload instead of encoding it again.
+The writer's sample is the array's first chunk, and it stores the winner's payload for that
+chunk instead of encoding it again: the trial costs the other candidates' encoding of one chunk
+per array (~5-8 ms for a 4 MiB chunk on one thread). A quarter of the chunk's frames cut that,
+but it put the tiles at another geometry (32 x 32 px for 32 frames, not 16 x 16 for 128) and
+misjudged them: slabs were picked at 0.02 and 0.05 e-/px, 5 % below the tiles.
 """
 from __future__ import annotations
 
@@ -33,23 +34,9 @@ from emedge_core.compress.base import AnyCodec
 from emedge_core.compress.codec import parse
 
 CANDIDATES = ("blosc2", "blosc2:shuffle=bytedelta", "raw")
-HEAVY = "blosc2:clevel=4"
-HEAVY_GAIN = 0.03
-DETECTOR_MIN_PIXELS = 1024
+TILED = "blosc2:blocks=tile"
+FRAME_MIN_PIXELS = 1024
 
-
-TRIAL_FRAMES = 8
-
-
-def trial_sample(chunk: np.ndarray, axis: int) -> np.ndarray:
-    """The part of ``chunk`` auto compresses with every candidate: the first quarter of its frames
-    along ``axis`` when that is at least ``TRIAL_FRAMES`` frames, else ``chunk`` itself."""
-    k = chunk.shape[axis]
-    if k < 4 * TRIAL_FRAMES:
-        return chunk
-    index = [slice(None)] * chunk.ndim
-    index[axis] = slice(0, k // 4)
-    return np.ascontiguousarray(chunk[tuple(index)])
 
 
 class Choice(typing.NamedTuple):
@@ -60,24 +47,23 @@ class Choice(typing.NamedTuple):
 
 def pick(sample: typing.Sequence[np.ndarray], axis: int = 0, candidates: typing.Sequence[str] = CANDIDATES,
          threads: typing.Optional[int] = None, pool: typing.Any = None,
-         heavy: typing.Optional[str] = HEAVY) -> Choice:
+         tiled: typing.Optional[str] = TILED) -> Choice:
     """Best codec for ``sample`` (chunks shaped as they will be stored, frames along ``axis``).
 
     ``threads`` (if given) is set on the chosen codec; ``pool`` (a ``concurrent.futures``
-    executor) runs the candidates concurrently. ``heavy`` is tried for integer frames of at least
-    ``DETECTOR_MIN_PIXELS`` and kept only with a ratio ``HEAVY_GAIN`` above the best other one.
-    Sparse events are tried only when named in ``candidates``.
+    executor) runs the candidates concurrently. ``tiled`` is tried as one more candidate when the
+    chunks hold 2-D frames of at least ``FRAME_MIN_PIXELS``. Sparse events are tried only when
+    named in ``candidates`` (and only for integer frames of at least ``FRAME_MIN_PIXELS``).
     """
     raw = sum(c.nbytes for c in sample)
-    frame_px = int(np.prod(sample[0].shape[axis + 1:], dtype=np.int64))
-    detector = sample[0].dtype.kind in "ui" and frame_px >= DETECTOR_MIN_PIXELS
-    codecs = [parse(spec) for spec in candidates]
-    codecs = [c for c in codecs if c.kind != "sparse" or detector]
-    heavy_codec = parse(heavy) if heavy and detector else None
-    extra = [heavy_codec] if heavy_codec is not None else []
-    for codec in codecs + extra:
+    frame = sample[0].shape[axis + 1:]
+    big_frames = int(np.prod(frame, dtype=np.int64)) >= FRAME_MIN_PIXELS
+    specs = list(candidates) + ([tiled] if tiled and big_frames and len(frame) == 2 else [])
+    codecs = [parse(spec) for spec in specs]
+    codecs = [c for c in codecs if c.kind != "sparse" or (big_frames and sample[0].dtype.kind in "ui")]
+    for codec in codecs:
         codec.check(sample[0].dtype)
-    dense = [c for c in codecs if c.kind != "sparse"] + extra
+    dense = [c for c in codecs if c.kind != "sparse"]
 
     def run(codec: typing.Any) -> list[bytes]:
         one = codec.with_threads(1) if pool is not None else codec
@@ -95,10 +81,6 @@ def pick(sample: typing.Sequence[np.ndarray], axis: int = 0, candidates: typing.
         ratios[codec.spec] = raw / max(size, 1)
         if best is None or ratios[codec.spec] > ratios[best.spec]:
             best = codec
-    if heavy_codec is not None:
-        ratios[heavy_codec.spec] = raw / max(sum(len(p) for p in encoded[heavy_codec.spec]), 1)
-        if ratios[heavy_codec.spec] >= ratios[best.spec] * (1 + HEAVY_GAIN):
-            best = heavy_codec
     payloads = encoded.get(best.spec, []) if best.kind != "sparse" else []
     if threads is not None:
         best = best.with_threads(threads)

@@ -24,6 +24,7 @@ from emedge_core import EmedgeError
 
 BLOCK_BYTES = 1 << 19          # Blosc2 block target: 512 KiB (2 blocks per 1 MiB chunk: 2 threads, best ratio)
 BLOCK_BYTES_MAX = 1 << 21      # ... and at most 2 MiB for larger chunks (see :func:`block_bytes`)
+TILE_BYTES = 1 << 16           # ``blocks=tile``: ~64 KiB blocks, every frame of the chunk x one detector tile
 
 # Let python-blosc2 drop the GIL while it compresses (off by default; process-wide): the file
 # writer encodes several chunks at once on a thread pool (``emd.ArraySink``).
@@ -136,9 +137,16 @@ class Blosc2(Stage):
 
     params: ``cname`` (zstd, lz4, lz4hc, blosclz; default zstd), ``clevel`` (0-9, default 1),
     ``shuffle`` (bit, byte, bytedelta = byte shuffle + Blosc2's byte-delta filter, none; default
-    bit), ``threads`` (default 2). Blocks of about 512 KiB along the first axes; typesize is the
-    element size. The HDF5 filter reads the pipeline from each chunk's header, so every variant
+    bit), ``blocks`` (slab: C-order slabs of about 512 KiB - 2 MiB along the first axes, the
+    default; tile: for chunks of frames (..., ky, kx), blocks of every frame in the chunk x one
+    detector tile of about ``TILE_BYTES`` in all, see :func:`_tiles`), ``threads`` (default 2);
+    typesize is the element size. The HDF5 filter reads the pipeline from each chunk's header and
+    the block shape from the b2nd frame (it reassembles tiles into C order), so every variant
     decodes with the stock filter.
+
+    Tiles put the same detector pixels of many frames side by side: on electron-counting frames
+    Zstd-1 then sees the sparse halo and the dense bright-field disk in separate blocks (own
+    entropy tables), +5-6 % ratio over slabs at the same speed (docs/compress.md).
     """
 
     name: typing.ClassVar[str] = "blosc2"
@@ -154,7 +162,16 @@ class Blosc2(Stage):
         if cname not in ("zstd", "lz4", "lz4hc", "blosclz") or shuffle not in _BLOSC2_SHUFFLE:
             raise EmedgeError(f"blosc2 wants cname in zstd|lz4|lz4hc|blosclz and shuffle in bit|byte|bytedelta|none, "
                               f"not {cname!r}, {shuffle!r}")
+        if str(self.params.get("blocks", "slab")) not in ("slab", "tile"):
+            raise EmedgeError(f"blosc2 wants blocks=slab or blocks=tile, not {self.params['blocks']!r}")
         return cname, int(self.params.get("clevel", 1)), shuffle
+
+    def block_shape(self, shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+        """The b2nd block shape of a chunk of ``shape``: :func:`_tiles` for ``blocks=tile`` and
+        chunks of at least one frame axis plus a 2-D frame, else :func:`_blocks` (C-order slabs)."""
+        if self.params.get("blocks") == "tile" and len(shape) >= 3:
+            return _tiles(shape, itemsize)
+        return _blocks(shape, itemsize)
 
     def h5_filter(self) -> dict[str, typing.Any]:
         cname, clevel, shuffle = self._settings()
@@ -163,13 +180,14 @@ class Blosc2(Stage):
 
     def encode_chunk(self, chunk: np.ndarray) -> bytes:
         chunk = np.ascontiguousarray(chunk)
+        data = _block_major(chunk, self.block_shape(chunk.shape, chunk.dtype.itemsize))
         kit = _frame_kit(self, chunk.shape, chunk.dtype)
         if kit is not None:
-            body = blosc2.compress2(chunk, cparams=_cparams_dict(self, chunk.dtype, kit.blocksize))
+            body = blosc2.compress2(data, cparams=_cparams_dict(self, chunk.dtype, kit.blocksize))
             if not body[31] & 0x70:                     # not a special (all-zero / NaN) chunk: frames hold those apart
                 return kit.frame(body)
         arr = _template(self, chunk.shape, chunk.dtype)
-        arr.schunk.update_data(0, chunk, copy=True)     # blocks are C-order slabs: the bytes go in as they are
+        arr.schunk.update_data(0, data, copy=True)      # the chunk's bytes, block after block
         return arr.schunk.to_cframe()                   # the b2nd frame
 
     def cparams(self, shape: tuple[int, ...], dtype: np.dtype, blocksize: int = 0) -> typing.Any:
@@ -182,7 +200,7 @@ class Blosc2(Stage):
 
     def make_template(self, shape: tuple[int, ...], dtype: np.dtype) -> typing.Any:
         """An empty one-chunk b2nd array with this stage's settings (see :func:`_template`)."""
-        return blosc2.empty(shape, dtype=dtype, chunks=shape, blocks=_blocks(shape, dtype.itemsize),
+        return blosc2.empty(shape, dtype=dtype, chunks=shape, blocks=self.block_shape(shape, dtype.itemsize),
                             cparams=self.cparams(shape, dtype))
 
     def decode_chunk(self, payload: bytes, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -226,6 +244,35 @@ def _blocks(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
             break
         blocks[ax] = 1
     return tuple(blocks)
+
+
+def _tiles(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+    """Tiled block shape of a chunk (..., ky, kx): every frame (the leading axes whole) x a (th, tw)
+    detector tile, th and tw divisors of ky and kx, of at most ``TILE_BYTES`` in all (at least
+    1 x 1): the largest such tile, then the squarest, then the taller; e.g. (2, 64, 16, 16) for a
+    (2, 64, 128, 128) uint16 chunk. The b2nd chunk holds the tiles one after the other
+    (:func:`_block_major`)."""
+    *lead, ky, kx = shape
+    budget = max(1, TILE_BYTES // max(1, int(np.prod(lead, dtype=np.int64)) * itemsize))
+    fits = [(th * tw, min(th, tw), th, tw) for th in _divisors(ky) for tw in _divisors(kx) if th * tw <= budget]
+    _, _, th, tw = max(fits)
+    return (*lead, th, tw)
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def _block_major(chunk: np.ndarray, blocks: tuple[int, ...]) -> np.ndarray:
+    """``chunk``'s elements in the order a b2nd chunk of ``blocks`` holds them: block after block
+    (C order over the block grid), each block in C order. Slabs (:func:`_blocks`) are already in
+    that order; tiles (:func:`_tiles`) are gathered with one strided copy (~4 GB/s, drops the GIL)."""
+    *lead, ky, kx = chunk.shape if chunk.ndim >= 3 else (1, 1, 1)
+    if chunk.ndim < 3 or tuple(blocks[:-2]) != tuple(lead) or tuple(blocks[-2:]) == (ky, kx):
+        return chunk
+    th, tw = blocks[-2:]
+    frames = int(np.prod(lead, dtype=np.int64))
+    return np.ascontiguousarray(chunk.reshape(frames, ky // th, th, kx // tw, tw).transpose(1, 3, 0, 2, 4))
 
 
 _LOCAL = threading.local()
@@ -289,7 +336,7 @@ def _frame_kit(stage: "Blosc2", shape: tuple[int, ...], dtype: np.dtype) -> typi
             _KITS[key] = kit + 1           # the slow path: learning costs ~5 ms, worth it from the 2nd on
             return None
     dtype = np.dtype(dtype)
-    blocksize = int(np.prod(_blocks(shape, dtype.itemsize), dtype=np.int64)) * dtype.itemsize
+    blocksize = int(np.prod(stage.block_shape(shape, dtype.itemsize), dtype=np.int64)) * dtype.itemsize
     one = stage.with_threads(1)            # on several threads Blosc2 may store the blocks in any order
     cparams = one.cparams(shape, dtype, blocksize)
     n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize

@@ -34,8 +34,9 @@ def info(path: str) -> dict[str, typing.Any]:
 
     Per array: shape, dtype, codec, lossless, error_bound, chunks, filters, frames_written,
     raw/stored bytes, ratio, ``dataset`` (full HDF5 path of the values), ``dims`` (name, units,
-    size, start, step per axis), ``metadata`` and ``warning`` (None, or one line when other readers
-    would see stored values instead of the data); ``warnings`` lists those lines by array.
+    size, start, step per axis), ``metadata``, ``warning`` (None, or one line when other readers
+    would see stored values instead of the data) and ``auto_trial`` (when ``auto`` chose the codec:
+    {candidate: ratio on the first chunk}, the best ratio won); ``warnings`` lists those lines by array.
     """
     with open_file(path) as f:
         g = root_group(f, None)
@@ -71,7 +72,8 @@ def _array(a: h5py.Group) -> dict[str, typing.Any]:
             if main is not None else 0,
             "raw_bytes": raw, "stored_bytes": stored, "ratio": raw / stored if stored else None,
             "dataset": main.name if main is not None else None, "dims": read_dims(a, shape),
-            "metadata": array_metadata(a), "warning": None if spec == "h5py" else reader_warning(spec)}
+            "metadata": array_metadata(a), "warning": None if spec == "h5py" else reader_warning(spec),
+            "auto_trial": json.loads(a.attrs["emedge_auto_trial"]) if "emedge_auto_trial" in a.attrs else None}
 
 
 def _filters(d: typing.Optional[h5py.Dataset]) -> list[str]:

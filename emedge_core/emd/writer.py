@@ -26,7 +26,7 @@ import numpy as np
 
 from emedge_core import EmedgeError, compress
 from emedge_core.compress import AnyCodec, SparseCodec
-from emedge_core.compress.auto import pick, trial_sample
+from emedge_core.compress.auto import pick
 from emedge_core.compress.crc import checksum
 from emedge_core.emd import dense, sparse
 from emedge_core.emd.layout import (
@@ -122,6 +122,7 @@ class ArraySink:
         self._frames_attr: typing.Any = None
         self._crcs = np.zeros(4096, np.uint32)    # the checksums' current HDF5 chunk
         self._one: typing.Any = None              # the codec on one thread (pool workers)
+        self._trial: typing.Optional[dict[str, float]] = None   # auto: {candidate: ratio} on the first chunk
         #: called as ``on_chunk(payload, first_frame, k)`` after each dense chunk is written (its encoded
         #: bytes, the flat index of its first frame, its frame count), e.g. to publish the same bytes elsewhere
         self.on_chunk: typing.Optional[typing.Callable[[bytes, int, int], None]] = None
@@ -203,12 +204,11 @@ class ArraySink:
         if self.codec is None:              # auto: choose on the first chunk, keep the winner's bytes for it
             nav_ndim = len(self.nav_shape) if self.nav_shape else 1
             chunk = np.ascontiguousarray(block).reshape(self._chunk_nav + self.frame_shape)
-            sample = trial_sample(chunk, nav_ndim - 1)
-            big = self.threads > 1 and sample.nbytes >= 1 << 16     # small samples: no threads for the trial
-            choice = pick([sample], nav_ndim - 1, threads=compress.auto_threads(self._auto or "auto"),
+            big = self.threads > 1 and chunk.nbytes >= 1 << 16     # small chunks: no threads for the trial
+            choice = pick([chunk], nav_ndim - 1, threads=compress.auto_threads(self._auto or "auto"),
                           pool=self._executor() if big else None)
-            self.codec = choice.codec
-            payload = choice.payloads[0] if choice.payloads and sample is chunk else None
+            self.codec, self._trial = choice.codec, choice.ratios
+            payload = choice.payloads[0] if choice.payloads else None
         codec = self.chosen
         if not self._ds:
             self._create()
@@ -307,6 +307,8 @@ class ArraySink:
             self._ds["data"] = dense.create(g, codec, self.dtype, self.nav_shape, self.frame_shape, self._chunk_nav,
                                             self._units)
             write_dims(g, self._ds["data"].shape, self._dims, growing=self.nav_shape is None)
+        if self._trial is not None:          # why auto chose: every candidate's ratio on the first chunk
+            g.attrs["emedge_auto_trial"] = json.dumps({k: round(v, 4) for k, v in self._trial.items()})
         bound = codec.error_bound()
         if bound is not None:
             g.attrs["emedge_error_bound"] = json.dumps(bound, default=float)

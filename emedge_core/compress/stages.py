@@ -266,13 +266,19 @@ def _divisors(n: int) -> list[int]:
 def _block_major(chunk: np.ndarray, blocks: tuple[int, ...]) -> np.ndarray:
     """``chunk``'s elements in the order a b2nd chunk of ``blocks`` holds them: block after block
     (C order over the block grid), each block in C order. Slabs (:func:`_blocks`) are already in
-    that order; tiles (:func:`_tiles`) are gathered with one strided copy (~4 GB/s, drops the GIL)."""
+    that order; tiles (:func:`_tiles`) are gathered with one strided copy (~5 GB/s, drops the GIL)
+    into this thread's buffer, valid until the thread's next call."""
     *lead, ky, kx = chunk.shape if chunk.ndim >= 3 else (1, 1, 1)
     if chunk.ndim < 3 or tuple(blocks[:-2]) != tuple(lead) or tuple(blocks[-2:]) == (ky, kx):
         return chunk
     th, tw = blocks[-2:]
     frames = int(np.prod(lead, dtype=np.int64))
-    return np.ascontiguousarray(chunk.reshape(frames, ky // th, th, kx // tw, tw).transpose(1, 3, 0, 2, 4))
+    out = getattr(_LOCAL, "tiles", None)           # one buffer per thread: a fresh 4 MiB one costs its page faults
+    if out is None or out.nbytes != chunk.nbytes or out.dtype != chunk.dtype:
+        out = _LOCAL.tiles = np.empty(chunk.size, chunk.dtype)
+    np.copyto(out.reshape(ky // th, kx // tw, frames, th, tw),
+              chunk.reshape(frames, ky // th, th, kx // tw, tw).transpose(1, 3, 0, 2, 4))
+    return out
 
 
 _LOCAL = threading.local()

@@ -323,3 +323,54 @@ def test_bad_options_one_line(tmp_path: os.PathLike[str]) -> None:
     assert r.returncode == 2 and "no manifest.json" in r.stderr
     with pytest.raises(EmedgeError, match="larger than"):
         stream(DigitalTwin(size=16, signal="diffraction"), "4d", (32, 8), os.path.join(tmp_path, "y.h5"))
+
+
+def test_rows_that_queue_up_are_written_together_and_blocks_stay_whole(tmp_path: os.PathLike[str]) -> None:
+    """The writing thread takes the rows that queued behind the one it waited for in one append (their
+    chunks encode side by side); every block is still exactly its rows' chunks, listed in order, and a
+    scan whose height is not a multiple of the chunk rows publishes its short last block (it made a data
+    set smaller than one chunk: found by helper I on a 24 x 24 SI with the default block rows)."""
+    from emedge_core.stream.spill import Row, SpillQueue
+
+    q = SpillQueue(1 << 20, os.path.join(tmp_path, "spill"))
+    for i in range(5):
+        q.put(Row(i, np.zeros((2, 64), np.float32), 0.0))
+    assert [r.index for r in q.get_many(3 * 512)] == [0, 1, 2]           # 512 B a row: three fit
+    q.close()
+    assert [r.index for r in q.get_many(1 << 20)] == [3, 4] and q.get_many(1 << 20) == []
+
+    hold = threading.Event()
+
+    class Slow(DigitalTwin):                       # the chain waits on row 0 until the detector has sent all
+        def measure(self, positions: np.ndarray) -> typing.Any:
+            got = super().measure(positions)
+            if positions[0, 0] == 23:
+                hold.set()
+            return got
+
+    out, stage = os.path.join(tmp_path, "si.h5"), os.path.join(tmp_path, "st")
+    import emedge_core.stream.acquire as acquire
+
+    appended: list[int] = []
+    real = emd.StreamWriter.append
+
+    def append(self: emd.StreamWriter, frames: np.ndarray) -> None:
+        hold.wait(30)
+        appended.append(len(frames))
+        real(self, frames)
+
+    emd.StreamWriter.append = append               # type: ignore[method-assign]
+    try:
+        res = acquire.stream(Slow(size=24, signal="spectrum", channels=512), "si", (24, 24), out, stage=stage,
+                             dtype="float32")
+    finally:
+        emd.StreamWriter.append = real              # type: ignore[method-assign]
+    assert res.complete and res.frames == 24 * 24 and res.dropped == 0
+    assert len(appended) < 24 and sum(appended) == 24 * 24                # rows went in together
+    m = read_manifest(stage)
+    assert m["complete"] and m["frames"] == 24 * 24
+    assert [b["row_start"] for b in m["blocks"]] == list(range(0, 24, m["block_rows"]))
+    assert 24 % m["block_rows"], m["block_rows"]                           # the short last block is there
+    whole = emd.read(out, "data")
+    for b in m["blocks"]:
+        np.testing.assert_array_equal(read_block(stage, b), whole[b["row_start"]:b["row_stop"]])

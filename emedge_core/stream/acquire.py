@@ -22,6 +22,7 @@ import shutil
 import threading
 import time
 import typing
+from queue import Queue
 
 import numpy as np
 
@@ -36,6 +37,7 @@ from emedge_core.stream.stage import Publisher
 KINDS = {"si": "spectrum", "4d": "diffraction"}
 DEFAULT_SCALARIZER = {"si": "eels_peak_energy", "4d": "virtual_bf"}
 QUEUE_BYTES = 256 << 20          # rows held in memory before they spill raw to disk
+BATCH_BYTES = 32 << 20           # rows the writing thread takes at once when they have queued up
 
 
 @dataclasses.dataclass
@@ -73,18 +75,24 @@ def _block_rows(sink: emd.ArraySink, width: int) -> int:
 
 def _arm(spec: typing.Any, kind: str, dtype: typing.Optional[np.dtype]) -> Reducer:
     """A reducer on a tiny signal that has chosen its backend and run its kernels once (the first
-    device look-up and JIT compile take seconds; a scan's first rows should not wait for them)."""
+    device look-up and JIT compile take seconds; a scan's first rows should not wait for them): for
+    ``dtype``, or, not knowing the frames' dtype yet, for float32 and uint16 (counting detectors;
+    a first uint16 row cost ~0.5 s of compiling inside the scan)."""
     shape = (8,) if KINDS[kind] == "spectrum" else (4, 4)
     energy = np.arange(8.0) if KINDS[kind] == "spectrum" else None
     armed = Reducer(spec, signal=Signal(KINDS[kind], shape, energy), dtype=dtype)
-    armed.reduce_chunk(np.ones((2,) + shape, dtype or np.float32))
+    for kernel_dtype in [dtype] if dtype is not None else [np.dtype(np.float32), np.dtype(np.uint16)]:
+        armed.reduce_chunk(np.ones((2,) + shape, kernel_dtype))
     return armed
 
 
 class _Store:
-    """The writing half of the chain, on its own thread: rows (already in the map) go to FILE.h5 and,
-    a block at a time, to the stage. A full or failing stage stops acquisition (``stop``); a failing
-    FILE.h5 too, and the rows it could not take are counted in ``dropped``."""
+    """The writing half of the chain, on its own threads: rows (already in the map) go to FILE.h5 on
+    one, and a block at a time to the stage on another (``emedge-publish``: block files and manifest
+    are fsync'ed there, so the disk's flush latency overlaps the next rows' compression; blocks that
+    queue up while it waits are listed by one manifest rewrite). A full or failing stage stops
+    acquisition (``stop``); a failing FILE.h5 too, and the rows it could not take are counted in
+    ``dropped``."""
 
     def __init__(self, out: str, scan: tuple[int, int], first: np.ndarray, energy: typing.Any,
                  mrad: typing.Optional[float], kind: str, codec: str, block_rows: typing.Optional[int],
@@ -100,6 +108,7 @@ class _Store:
                                        metadata={"instrument": state})
         self.block_rows = int(block_rows) if block_rows else _block_rows(self.writer.sink, w)
         self.publisher: typing.Optional[Publisher] = None
+        self.stage, self.h, self.w, self.queue, self.stop = stage, h, w, queue, stop
         if stage:
             try:
                 self.publisher = Publisher(stage, {"kind": kind, "scan": [h, w], "frame_shape": list(sig),
@@ -108,70 +117,99 @@ class _Store:
             except BaseException:
                 self.abort()
                 raise
-        self.stage, self.h, self.queue, self.stop = stage, h, queue, stop
         self.pending: list[np.ndarray] = []
         self.chunks: list[tuple[bytes, int, int]] = []      # FILE.h5's encoded chunks of the pending rows
         if self.publisher is not None:
             self.writer.sink.on_chunk = lambda payload, first, k: self.chunks.append((payload, first, k))
         self.block_start = self.published = self.done = self.raw_bytes = self.dropped = 0
         self.stopped: typing.Optional[str] = None
+        self.blocks: Queue[typing.Optional[tuple[int, int, typing.Any, typing.Any]]] = Queue()
+        self.publishing = threading.Thread(target=self._publish_loop, name="emedge-publish", daemon=True)
+        self.publishing.start()
         self.thread = threading.Thread(target=self._run, name="emedge-store", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
         failed = False
-        while (row := self.queue.get()) is not None:
-            frames = row.load()
+        while rows := self.queue.get_many(BATCH_BYTES):
+            loaded = [row.load() for row in rows]
             if failed:                     # FILE.h5 failed: what still comes is dropped, and counted
-                self.dropped += len(frames)
+                self.dropped += sum(len(f) for f in loaded)
                 continue
-            try:
-                self.writer.append(frames)
+            try:                           # rows that queued up go in at once: their chunks encode side by side
+                self.writer.append(loaded[0] if len(loaded) == 1 else np.concatenate(loaded))
             except EmedgeError as e:       # the file itself failed (its disk full): keep what it holds
                 self.stopped, failed = str(e), True
                 self.stop.set()
-                self.dropped += len(frames)
+                self.dropped += sum(len(f) for f in loaded)
                 continue
-            self.done, self.raw_bytes = row.index + 1, self.raw_bytes + frames.nbytes
-            if self.publisher is not None:
-                self.pending.append(frames)
-                if len(self.pending) == self.block_rows or self.done == self.h:
-                    self._publish()
+            for row, frames in zip(rows, loaded, strict=True):
+                self.done, self.raw_bytes = row.index + 1, self.raw_bytes + frames.nbytes
+                if self.publisher is not None:
+                    self.pending.append(frames)
+                    if len(self.pending) == self.block_rows or self.done == self.h:
+                        self._publish()
 
     def _publish(self) -> None:
-        assert self.publisher is not None
-        try:
-            h5 = self._plain_chunks()
-            if h5 is not None:                 # the bytes FILE.h5 got: compressed once
-                self.publisher.publish_chunks(self.block_start, len(self.pending), self.chunks, h5)
-            else:
-                self.publisher.publish(self.block_start, np.stack(self.pending))
-            self.published += 1
-        except (OSError, EmedgeError) as e:
-            err = os_error(e) if isinstance(e, OSError) else str(e)
-            self.stopped = f"stage {self.stage}: {err}; acquisition stopped after {self.done} of {self.h} rows"
-            self.stop.set()
-            self.publisher = None
-        self.block_start, self.pending, self.chunks = self.done, [], []
+        """Hand the pending rows to the publishing thread as one block: the chunks FILE.h5 got for
+        them, or (when they are not exactly its chunks) the frames themselves."""
+        end = (self.block_start + len(self.pending)) * self.w
+        mine, self.chunks = [c for c in self.chunks if c[1] < end], [c for c in self.chunks if c[1] >= end]
+        h5 = self._plain_chunks(mine)
+        what = mine if h5 is not None else np.stack(self.pending)
+        self.blocks.put((self.block_start, len(self.pending), what, h5))
+        self.block_start, self.pending = self.done, []
 
-    def _plain_chunks(self) -> typing.Optional[dict[str, typing.Any]]:
-        """The block's data set layout when the pending rows are exactly whole chunks FILE.h5 wrote with
-        a codec its HDF5 filter alone decodes, else None (then the block is compressed on its own)."""
-        sink, w = self.writer.sink, int(self.writer.sink.nav_shape[1]) if self.writer.sink.nav_shape else 0
+    def _publish_loop(self) -> None:
+        """Publish the queued blocks in order; the manifest is rewritten once the queue is empty (one
+        rewrite lists every block published back to back). The first failure stops acquisition."""
+        while (job := self.blocks.get()) is not None:
+            if self.publisher is None:          # the stage failed: what still comes is not published
+                continue
+            start, rows, what, h5 = job
+            last = self.blocks.empty()
+            try:
+                if h5 is not None:                 # the bytes FILE.h5 got: compressed once
+                    self.publisher.publish_chunks(start, rows, what, h5, commit=last)
+                else:
+                    self.publisher.publish(start, what, commit=last)
+                self.published += 1
+            except (OSError, EmedgeError) as e:
+                err = os_error(e) if isinstance(e, OSError) else str(e)
+                self.stopped = f"stage {self.stage}: {err}; acquisition stopped after {start} of {self.h} rows"
+                self.stop.set()
+                self.publisher = None
+        if self.publisher is not None:
+            try:
+                self.publisher.commit()
+            except OSError as e:
+                self.stopped = f"stage {self.stage}: {os_error(e)}"
+                self.publisher = None
+
+    def _plain_chunks(self, chunks: list[tuple[bytes, int, int]]) -> typing.Optional[dict[str, typing.Any]]:
+        """The block's data set layout when the pending rows are exactly the whole ``chunks`` FILE.h5
+        wrote with a codec its HDF5 filter alone decodes, else None (then the block is compressed on
+        its own)."""
+        sink, w = self.writer.sink, self.w
         codec = sink.codec
-        if codec is None or isinstance(codec, SparseCodec) or codec.transform is not None or not self.chunks:
+        if codec is None or isinstance(codec, SparseCodec) or codec.transform is not None or not chunks:
             return None
-        if self.chunks[0][1] != self.block_start * w or sum(k for _, _, k in self.chunks) != len(self.pending) * w:
+        if chunks[0][1] != self.block_start * w or sum(k for _, _, k in chunks) != len(self.pending) * w:
+            return None
+        if len(self.pending) < sink.r:           # a short last block: its data set would be smaller than a chunk
             return None
         return {"dtype": codec.stored_dtype(sink.dtype), "chunks": (sink.r, sink.c) + sink.frame_shape,
                 "filter": codec.h5_filter(), "frame_shape": sink.frame_shape}
 
     def finish(self) -> None:
-        """Wait for the rows queued so far; publish a stopped scan's last, short block."""
+        """Wait for the rows queued so far; publish a stopped scan's last, short block; wait until
+        every block is published and listed."""
         self.queue.close()
         self.thread.join()
         if self.publisher is not None and self.pending:
             self._publish()
+        self.blocks.put(None)
+        self.publishing.join()
 
     def abort(self) -> None:
         """Close FILE.h5 keeping what was flushed (after an error elsewhere)."""
@@ -179,6 +217,9 @@ class _Store:
         if getattr(self, "thread", None) is not None:
             self.thread.join()
         self.publisher, self.pending = None, []
+        if getattr(self, "publishing", None) is not None:
+            self.blocks.put(None)
+            self.publishing.join()
         self.writer.__exit__(EmedgeError, None, None)
 
 

@@ -78,6 +78,26 @@ class SpillQueue:
                 self.mem_bytes -= row.frames.nbytes
             return row
 
+    def get_many(self, max_bytes: int) -> list[Row]:
+        """Wait for a row, then take with it the rows already queued behind it, in order, while their
+        frames in memory add up to at most ``max_bytes`` (a spilled row ends the batch, read alone).
+        Empty once the queue is closed and drained. A consumer that fell behind so gets its backlog
+        in one piece (the writer then encodes its chunks side by side)."""
+        first = self.get()
+        if first is None:
+            return []
+        out, total = [first], 0 if first.frames is None else first.frames.nbytes
+        with self._cond:
+            while self._items and first.frames is not None:
+                row = self._items[0]
+                if row.frames is None or total + row.frames.nbytes > max_bytes:
+                    break
+                self._items.popleft()
+                self.mem_bytes -= row.frames.nbytes
+                total += row.frames.nbytes
+                out.append(row)
+        return out
+
     def close(self) -> None:
         """No more rows will come; ``get`` drains what is left, then gives None."""
         with self._cond:

@@ -7,7 +7,9 @@ compressed once, readable by h5py + hdf5plugin); a block that cannot be made so 
 that needs emedge's inverse, or the short last block of a stopped scan) is an EMD file written with
 Blosc2 instead. :func:`read_block` reads both. The manifest
 ``manifest.json`` lists the published blocks and the scan's layout; it is rewritten the same way
-after every block, so a reader that starts late or restarts resumes from it::
+after each block that is durable, or after several when they were written back to back
+(``commit=False`` then :meth:`Publisher.commit`: one manifest rewrite for them), so a reader that
+starts late or restarts resumes from it and never finds a listed block missing::
 
     {"version": 1, "kind": "si"|"4d", "scan": [H, W], "frame_shape": [...], "dtype": "uint16",
      "energy_eV": [...] | null, "mrad_per_px": float | null, "block_rows": r,
@@ -77,18 +79,21 @@ class Publisher:
             raise EmedgeError(f"--stage {directory} already holds a scan (manifest.json); give an empty directory")
         self.manifest: dict[str, typing.Any] = {"version": VERSION, **layout, "blocks": [], "frames": 0,
                                                 "ended": False, "complete": False, "stopped": None}
+        self._dirty = False
         write_json(os.path.join(directory, MANIFEST), self.manifest)
 
-    def publish(self, row_start: int, frames: np.ndarray) -> None:
+    def publish(self, row_start: int, frames: np.ndarray, commit: bool = True) -> None:
         """Publish rows ``row_start``.. as one block, compressed here; ``frames``: (rows, W, *sig).
-        OSError (a full disk) leaves no partial file behind and the manifest as it was."""
-        self._publish(row_start, len(frames), lambda tmp: emd.write(tmp, {"data": frames}, codec=self.codec))
+        OSError (a full disk) leaves no partial file behind and the manifest as it was. ``commit``:
+        rewrite the manifest now (else at the next :meth:`commit`)."""
+        self._publish(row_start, len(frames), lambda tmp: emd.write(tmp, {"data": frames}, codec=self.codec), commit)
 
     def publish_chunks(self, row_start: int, rows: int, chunks: typing.Sequence[tuple[bytes, int, int]],
-                       h5: dict[str, typing.Any]) -> None:
+                       h5: dict[str, typing.Any], commit: bool = True) -> None:
         """Publish rows ``row_start``..``row_start + rows`` as one block made of already encoded chunks:
         ``chunks``: (payload, first flat frame, frames) as FILE.h5's writer wrote them; ``h5``: the data
-        set's ``dtype``, ``chunks`` (chunk shape), ``filter`` (h5py filter arguments) and ``frame_shape``."""
+        set's ``dtype``, ``chunks`` (chunk shape), ``filter`` (h5py filter arguments) and ``frame_shape``;
+        ``commit`` as for :meth:`publish`."""
         w = int(self.manifest["scan"][1])
         sig = tuple(h5["frame_shape"])
 
@@ -101,9 +106,9 @@ class Publisher:
                     d.id.write_direct_chunk((r - row_start, c) + (0,) * len(sig), payload)
                 d.attrs["row_start"] = row_start
 
-        self._publish(row_start, rows, write)
+        self._publish(row_start, rows, write, commit)
 
-    def _publish(self, row_start: int, rows: int, write: typing.Callable[[str], typing.Any]) -> None:
+    def _publish(self, row_start: int, rows: int, write: typing.Callable[[str], typing.Any], commit: bool) -> None:
         name = f"block_{row_start:06d}.h5"
         final = os.path.join(self.directory, name)
         tmp = os.path.join(self.directory, "." + name + ".tmp")
@@ -118,12 +123,21 @@ class Publisher:
         self.manifest["blocks"].append({"file": name, "row_start": row_start, "row_stop": row_start + rows,
                                         "frames": frames, "bytes": os.path.getsize(final)})
         self.manifest["frames"] += frames
-        write_json(os.path.join(self.directory, MANIFEST), self.manifest)
+        self._dirty = True
+        if commit:
+            self.commit()
+
+    def commit(self) -> None:
+        """Rewrite the manifest (atomically) if blocks were published since it was last written."""
+        if self._dirty:
+            write_json(os.path.join(self.directory, MANIFEST), self.manifest)
+            self._dirty = False
 
     def end(self, complete: bool, stopped: typing.Optional[str]) -> None:
         """Say in the manifest that the scan ended (``complete`` or ``stopped`` and why)."""
         self.manifest.update(ended=True, complete=bool(complete), stopped=stopped)
         write_json(os.path.join(self.directory, MANIFEST), self.manifest)
+        self._dirty = False
 
 
 def read_manifest(directory: str) -> typing.Optional[dict[str, typing.Any]]:

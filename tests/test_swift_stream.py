@@ -199,6 +199,13 @@ def test_stream_panel_bad_inputs_are_error_lines(swift: typing.Any) -> None:
     view.exposure_ms.text = "short"
     view.start_button.on_clicked()
     assert view.status.text == "error: exposure must be a number, not 'short'"
+    view.exposure_ms.text = "5"
+    view.block_rows.text = "two"
+    view.start_button.on_clicked()
+    assert view.status.text == "error: block rows must be a whole number, not 'two'"
+    view.block_rows.text = "0"
+    view.start_button.on_clicked()
+    assert view.status.text == "error: block rows must be >= 1 (empty: one EMD chunk's rows), not 0"
     assert view.live is None
 
 

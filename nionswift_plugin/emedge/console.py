@@ -146,6 +146,8 @@ def stream(source: typing.Union[str, Instrument] = "microscope", kind: str = "si
     if kind not in KINDS:
         raise EmedgeError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
     shape = parse_scan(scan)
+    if block_rows is not None and int(block_rows) < 1:
+        raise EmedgeError(f"block rows must be >= 1 (empty: one EMD chunk's rows), not {block_rows}")
     spec = scalarizer or DEFAULT_SCALARIZER[kind]
     scal = from_spec(spec)
     if scal.signal_kind != KINDS[kind]:

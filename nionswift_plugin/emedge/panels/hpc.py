@@ -71,6 +71,7 @@ class HPCView:
     # -- buttons (UI thread) -----------------------------------------------------------------
     def submit(self) -> None:
         backend, kind = typing.cast(str, self.backend.current_item), typing.cast(str, self.kind.current_item)
+        scalarizer = self.scalarizer.text or ""        # widgets are read here: Qt allows it on the UI thread only
         if kind == "reduce":
             # the public DocumentWindow (Facade ~1.0) has no multi-selection; see panels/export.py
             data_items = self.window._document_controller.selected_data_items
@@ -79,10 +80,10 @@ class HPCView:
                 return
             d = data_items[0]
             item = Item(d.title, str(d.uuid), d.xdata)
-            self._in_background("submitting", lambda: self._submit_reduce(backend, item, self.scalarizer.text or ""))
+            self._in_background("submitting", lambda: self._submit_reduce(backend, item, scalarizer))
         elif kind == "follow":
             stage = os.path.expanduser((self.stage.text or "").strip())
-            self._in_background("submitting", lambda: self._submit_follow(backend, stage, self.scalarizer.text or ""))
+            self._in_background("submitting", lambda: self._submit_follow(backend, stage, scalarizer))
         else:
             path = os.path.expanduser((self.experiment.text or "").strip())
             self._in_background("submitting", lambda: self._submit_retrain(backend, path))

@@ -18,7 +18,7 @@ from emedge_core.scalarize import REGISTRY
 from nionswift_plugin.emedge import console
 from nionswift_plugin.emedge.live_stream import LiveStream, MapSnapshot
 from nionswift_plugin.emedge.panels.experiment import SOURCE_LABELS
-from nionswift_plugin.emedge.panels.form import Form, PanelDelegate, number
+from nionswift_plugin.emedge.panels.form import Form, PanelDelegate, number, whole
 
 LOG = logging.getLogger("emedge")
 KIND_LABELS = {"si": "Spectrum image (EELS)", "4d": "4D-STEM (Ronchigram)"}
@@ -37,10 +37,12 @@ class StreamView:
         self.scan = f.line("Size (HxW)", "16x16")
         self.scalarizer = f.combo("Scalarizer", ["(default)"] + sorted(REGISTRY))
         self.exposure_ms = f.line("Exposure (ms)", "10")
+        self.block_rows = f.line("Block rows", "")
         self.out_dir = f.line("Folder", "")
         self.start_button, self.stop_button = f.buttons(("Start", self.start), ("Stop", self.stop))
         self.progress = f.progress()
-        self.status = f.status("Ready. (Folder: empty = <staging dir>/streams/<UTC time>)")
+        self.status = f.status("Ready. (Block rows: empty = one EMD chunk's; Folder: empty = "
+                               "<staging dir>/streams/<UTC time>)")
 
     @property
     def widget(self) -> typing.Any:
@@ -58,6 +60,7 @@ class StreamView:
                 (self.replay_path.text or "") if source == "replay" else source,
                 typing.cast(str, self.kind.current_item), self.scan.text or "",
                 None if scal == "(default)" else scal, exposure_ms=number(self.exposure_ms, "exposure"),
+                block_rows=whole(self.block_rows, "block rows") if (self.block_rows.text or "").strip() else None,
                 out_dir=os.path.expanduser(self.out_dir.text.strip()) if (self.out_dir.text or "").strip() else None,
                 document_window=self.window)
         except EmedgeError as e:

@@ -341,3 +341,20 @@ def test_experiment_panel_batches_by_synchronized_subscans(swift: typing.Any) ->
     result = view.live.result
     assert result is not None and result.stopped_by == "budget" and len(result.values) == 7
     assert len(grabs) >= 3 and all(h == 1 and w >= 2 for h, w in grabs)
+
+
+def test_two_component_map_is_a_collection_item(swift: typing.Any, started: list[LiveStream],
+                                                tmp_path: typing.Any) -> None:
+    """``com`` gives (H, W, 2): the live item is a 2-D collection of 2-vectors, ending equal to the map."""
+    dc = swift
+    live = console.stream("twin", "4d", (8, 10), "com", out_dir=str(tmp_path / "c"), survey_px=16,
+                          document_window=Facade.DocumentWindow(dc))
+    started.append(live)
+    _pump(dc, lambda: live.done)
+    assert live.error is None and live.result is not None and live.result.complete
+    final = np.load(live.result.scalar_map)
+    assert final.shape == (8, 10, 2)
+    item = live.item.data_item
+    assert item.xdata.is_collection and item.xdata.collection_dimension_count == 2
+    assert item.xdata.datum_dimension_count == 1
+    np.testing.assert_array_equal(item.data, final)

@@ -101,22 +101,26 @@ class MapItem:
 
     def show(self, values: np.ndarray) -> None:
         data = _displayable(values)
-        if self.data_item is None:
-            if data.ndim == 3:
-                from nion.data import DataAndMetadata
+        if self.data_item is not None:
+            self._transaction().data = data
+            return
+        if data.ndim == 3:
+            from nion.data import DataAndMetadata
 
-                xd = DataAndMetadata.new_data_and_metadata(data, data_descriptor=DataAndMetadata.DataDescriptor(
-                    False, 2, 1))
-                self.data_item = self.window.library.create_data_item_from_data_and_metadata(xd, self.title)
-            else:
-                self.data_item = self.window.library.create_data_item_from_data(data, self.title)
+            xd = DataAndMetadata.new_data_and_metadata(data, data_descriptor=DataAndMetadata.DataDescriptor(
+                False, 2, 1))
+            self.data_item = self.window.library.create_data_item_from_data_and_metadata(xd, self.title)
+        else:
+            self.data_item = self.window.library.create_data_item_from_data(data, self.title)
+        self._transaction()
+        self.window.display_data_item(self.data_item)
+
+    def _transaction(self) -> typing.Any:
+        """The item's data reference, in a transaction until :meth:`end`."""
+        if self._ref is None:
             self._ref = self.window.library.data_ref_for_data_item(self.data_item)
             self._ref.__enter__()
-            self.window.display_data_item(self.data_item)
-        elif self._ref is not None:
-            self._ref.data = data
-        else:
-            self.data_item.set_data(data)
+        return self._ref
 
     def end(self) -> None:
         if self._ref is not None:

@@ -9,7 +9,9 @@ test waits for - the previous row in the live map, or the follow job's first row
 """
 from __future__ import annotations
 
+import json
 import os
+import pathlib
 import queue
 import threading
 import time
@@ -265,7 +267,6 @@ def test_follow_job_results_come_back_while_the_scan_runs(swift: typing.Any, sta
 def test_console_stream_example_from_the_docs_runs(swift: typing.Any, started: list[LiveStream]) -> None:
     """The stream example of docs/swift.md, line by line, in a namespace set up by Swift's console startup."""
     import logging
-    import pathlib
     import re
 
     from nion.utils import Registry
@@ -358,3 +359,38 @@ def test_two_component_map_is_a_collection_item(swift: typing.Any, started: list
     assert item.xdata.is_collection and item.xdata.collection_dimension_count == 2
     assert item.xdata.datum_dimension_count == 1
     np.testing.assert_array_equal(item.data, final)
+
+
+@pytest.mark.parametrize("rel,kind,spec", [
+    ("merlin/001_4x2_6bit.mib", "4d", '{"name": "virtual_bf", "outer": 23, "center": [112, 25.5]}'),
+    ("dm/EELS_SI.dm4", "si", '{"name": "eels_band_integral", "band_eV": [400, 1500]}')])
+def test_real_file_streamed_in_swift_and_followed(swift: typing.Any, started: list[LiveStream], tmp_path: typing.Any,
+                                                  rel: str, kind: str, spec: str) -> None:
+    """A real instrument file (rosettasciio's test data: a Merlin 4x2 4D scan, a 2x2 DM4 EELS SI)
+    replayed through emedge.stream, followed by a local follow job from the HPC Jobs panel: the live
+    map and the follow job's map both equal the whole file reduced at once."""
+    from emedge_core.instrument import InstrumentOptions, open_instrument
+    from emedge_core.scalarize import reduce
+
+    dc = swift
+    path = str(pathlib.Path(__file__).parent / "data" / rel)
+    inst = open_instrument("replay", InstrumentOptions(signal_kind="spectrum" if kind == "si" else "diffraction",
+                                                       data=path))
+    h, w = inst.survey().shape
+    ref = reduce(spec, inst.measure(np.stack(np.mgrid[0:h, 0:w], axis=-1).reshape(-1, 2)), scan_shape=(h, w)).values
+    view = _views(dc, "emedge-hpc-panel")[-1]
+    view.kind.current_item = "follow"
+    view.stage.text = str(tmp_path / "r" / "stage")
+    view.scalarizer.text = spec
+    view.submit_button.on_clicked()
+    _pump(dc, lambda: not view.thread.is_alive() and bool(view.watches))
+    (watch,) = view.watches.values()
+    live = console.stream(path, kind, (h, w), json.loads(spec), out_dir=str(tmp_path / "r"), block_rows=1,
+                          document_window=Facade.DocumentWindow(dc))
+    started.append(live)
+    _pump(dc, lambda: live.done and watch.done)
+    assert live.error is None and watch.error is None, (live.error, watch.error)
+    assert live.result is not None and live.result.complete and live.result.frames == h * w
+    np.testing.assert_allclose(live.item.data_item.data, ref, rtol=1e-6)
+    np.testing.assert_allclose(watch.item.data_item.data, ref, rtol=1e-6)
+    assert watch.job.state.value == "COMPLETED" and watch.shown_rows[-1] == h

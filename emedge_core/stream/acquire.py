@@ -81,7 +81,9 @@ def _arm(spec: typing.Any, kind: str, dtype: typing.Optional[np.dtype]) -> Reduc
     shape = (8,) if KINDS[kind] == "spectrum" else (4, 4)
     energy = np.arange(8.0) if KINDS[kind] == "spectrum" else None
     armed = Reducer(spec, signal=Signal(KINDS[kind], shape, energy), dtype=dtype)
-    for kernel_dtype in [dtype] if dtype is not None else [np.dtype(np.float32), np.dtype(np.uint16)]:
+    kernel_dtypes: list[np.dtype[typing.Any]] = [np.dtype(np.float32), np.dtype(np.uint16)] if dtype is None \
+        else [np.dtype(dtype)]
+    for kernel_dtype in kernel_dtypes:
         armed.reduce_chunk(np.ones((2,) + shape, kernel_dtype))
     return armed
 
@@ -307,27 +309,34 @@ def stream(instrument: Instrument, kind: str, scan: tuple[int, int], out: str, s
     first_arrival: typing.Optional[float] = None
     producer.start()
     try:
-        while (row := q.get()) is not None:
-            frames = row.load()
+        # one row at a time until the reducer is prepared (on the first row with good frames, as the
+        # follower does); then the rows that queued up meanwhile are reduced in one call (fewer, larger
+        # calls: +30 % for eels_peak_energy on NumPy at 4 rows) and each goes on to the store
+        while rows := q.get_many(BATCH_BYTES if reducer is not None and reducer.prepared else 0):
+            loaded = [row.load() for row in rows]
             if first_arrival is None:
-                first_arrival = row.arrived
+                first_arrival = rows[0].arrived
             if store is None:
-                sig = tuple(int(s) for s in frames.shape[1:])
+                first = loaded[0]
+                sig = tuple(int(s) for s in first.shape[1:])
                 energy = calib.get("energy_eV")
                 signal = Signal(KINDS[kind], sig, None if energy is None else np.asarray(energy, np.float64),
                                 calib.get("mrad_per_px"))
-                reducer = Reducer(spec, signal=signal, backend=armed.backend, dtype=frames.dtype)
+                reducer = Reducer(spec, signal=signal, backend=armed.backend, dtype=first.dtype)
                 values = np.full((h, w, reducer.components), np.nan)
                 reason = np.zeros((h, w), np.uint8)
-                store = _Store(out, (h, w), frames, energy, calib.get("mrad_per_px"), kind, codec, block_rows, stage,
+                store = _Store(out, (h, w), first, energy, calib.get("mrad_per_px"), kind, codec, block_rows, stage,
                                instrument.state(), SpillQueue(queue_bytes, spill_dir + "2"), stop)
             assert reducer is not None and values is not None and reason is not None
-            v, why = reducer.feed(frames)
-            values[row.index], reason[row.index] = v, why
-            latency.append(time.perf_counter() - row.arrived)
-            if on_row is not None:
-                on_row(row.index, values)
-            store.queue.put(Row(row.index, frames, row.arrived))
+            v, why = reducer.feed(loaded[0] if len(loaded) == 1 else np.concatenate(loaded))
+            at, done = 0, time.perf_counter()
+            for row, frames in zip(rows, loaded, strict=True):      # the map fills row by row, as on_row sees it
+                values[row.index], reason[row.index] = v[at:at + len(frames)], why[at:at + len(frames)]
+                at += len(frames)
+                latency.append(done - row.arrived)
+                if on_row is not None:
+                    on_row(row.index, values)
+                store.queue.put(Row(row.index, frames, row.arrived))
     except BaseException:                  # a bad scalarizer setting, a bug: no half-closed file left open
         if store is not None:
             store.abort()

@@ -14,7 +14,9 @@ row's arrival to FILE.h5 closed, detector at full speed), ``ratio`` = chain / ra
 dropped, spilled frames, and latency p50 / p95 (frame arrival -> value in the map; goal p95 < 100
 ms) twice: at full speed (rows queue when the chain is slower than the detector) and paced (the
 detector gives a row every 1.5x the chain's mean time per row). A last line describes the machine
-(cores, load average: this box's 2 cores are shared with other work).
+(cores, load average: this box's 2 cores are shared with other work). ``chain_cpu_MBps``: raw MB per
+second of the process's CPU time (all threads) over the full-speed run - what the chain costs, less
+sensitive than wall time to what else the cores run.
 """
 from __future__ import annotations
 
@@ -101,14 +103,17 @@ def main() -> int:
                 work = os.path.join(base, f"{case}{rep}")
                 os.makedirs(work)
                 raw = raw_write(os.path.join(work, "raw.bin"), frames)
+                cpu = time.process_time()
                 full = stream(Detector(frames, kind, energy, mrad), "4d" if case == "4d" else "si",
                               frames.shape[:2], os.path.join(work, "full.h5"), stage=os.path.join(work, "stage"))
+                cpu = time.process_time() - cpu
                 pace = 1.5 * full.seconds / frames.shape[0]
                 paced = stream(Detector(frames, kind, energy, mrad, pace), "4d" if case == "4d" else "si",
                                frames.shape[:2], os.path.join(work, "paced.h5"), stage=os.path.join(work, "pstage"))
                 line = {"case": case, "repeat": rep, "scan": list(frames.shape[:2]),
                         "frame": list(frames.shape[2:]), "dtype": "uint16", "MB": frames.nbytes / 1e6,
                         "raw_MBps": raw, "chain_MBps": full.sustained_MBps, "ratio": full.sustained_MBps / raw,
+                        "chain_cpu_MBps": frames.nbytes / 1e6 / cpu,
                         "frames": full.frames, "dropped": full.dropped + paced.dropped,
                         "spilled_frames": full.spilled_frames, "chunks_published": full.chunks_published,
                         "latency_ms_p50": full.latency_ms_p50, "latency_ms_p95": full.latency_ms_p95,

@@ -266,7 +266,7 @@ def _divisors(n: int) -> list[int]:
 def _block_major(chunk: np.ndarray, blocks: tuple[int, ...]) -> np.ndarray:
     """``chunk``'s elements in the order a b2nd chunk of ``blocks`` holds them: block after block
     (C order over the block grid), each block in C order. Slabs (:func:`_blocks`) are already in
-    that order; tiles (:func:`_tiles`) are gathered with one strided copy (~5 GB/s, drops the GIL)
+    that order; tiles (:func:`_tiles`) are gathered with one strided copy (3-6 GB/s here, drops the GIL)
     into this thread's buffer, valid until the thread's next call."""
     *lead, ky, kx = chunk.shape if chunk.ndim >= 3 else (1, 1, 1)
     if chunk.ndim < 3 or tuple(blocks[:-2]) != tuple(lead) or tuple(blocks[-2:]) == (ky, kx):

@@ -75,8 +75,8 @@ def retrain(experiment: str, out: str, window: typing.Optional[int] = None, iter
     if iters is not None:
         model["iters"] = int(iters)
     cfg = dataclasses.replace(cfg, model=model, window=int(window or cfg.window),
-                              seed=int(cfg.seed if seed is None else seed), seeds=2)
-    steerer = make_steerer(survey, cfg)
+                              seed=int(cfg.seed if seed is None else seed))
+    steerer = make_steerer(survey, cfg)     # cfg.seeds: the recorded run's first points were random (calibration)
     on_grid = steerer.patches.lookup(positions) >= 0
     keep = on_grid & np.isfinite(values)
     if keep.sum() < 2:

@@ -48,6 +48,35 @@ def _make_profile(home: pathlib.Path) -> None:
     pr.close()
 
 
+def on_ui(fn: typing.Callable[[], typing.Any], dc: typing.Any) -> typing.Any:
+    """Run ``fn`` on Swift's UI thread (from the script thread) and return its result."""
+    box: list[typing.Any] = []
+    done = threading.Event()
+
+    def task() -> None:
+        try:
+            box.append(fn())
+        finally:
+            done.set()
+
+    dc.queue_task(task)
+    if not done.wait(30):
+        raise TimeoutError("UI task did not run")
+    if not box:
+        raise RuntimeError("UI task failed (traceback on stderr)")
+    return box[0]
+
+
+def first_window(app: typing.Any, seconds: float = 60.0) -> typing.Any:
+    """Swift's first document controller (window), once it is there."""
+    t_end = time.monotonic() + seconds
+    while not app.document_controllers:
+        if time.monotonic() > t_end:
+            raise TimeoutError("no Swift window")
+        time.sleep(0.2)
+    return app.document_controllers[0]
+
+
 def drive(out: pathlib.Path) -> int:
     """Run Swift, press Start, screenshot; writes ``out/swift_panel.png`` and ``out/gui_report.json``."""
     _make_profile(pathlib.Path(os.environ["HOME"]))
@@ -58,33 +87,10 @@ def drive(out: pathlib.Path) -> int:
     assert app is not None, err
     report: dict[str, typing.Any] = {"ok": False}
 
-    def on_ui(fn: typing.Callable[[], typing.Any], dc: typing.Any) -> typing.Any:
-        """Run ``fn`` on Swift's UI thread and return its result."""
-        box: list[typing.Any] = []
-        done = threading.Event()
-
-        def task() -> None:
-            try:
-                box.append(fn())
-            finally:
-                done.set()
-
-        dc.queue_task(task)
-        if not done.wait(30):
-            raise TimeoutError("UI task did not run")
-        if not box:
-            raise RuntimeError("UI task failed (traceback on stderr)")
-        return box[0]
-
     def script() -> None:
         dc = None
         try:
-            t_end = time.monotonic() + 60
-            while not app.document_controllers:
-                if time.monotonic() > t_end:
-                    raise TimeoutError("no Swift window")
-                time.sleep(0.2)
-            dc = app.document_controllers[0]
+            dc = first_window(app)
             report["window_s"] = round(time.monotonic() - t0, 1)
 
             def press_start() -> typing.Any:

@@ -20,7 +20,8 @@ import time
 import typing
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from test_gui_swift import ARTIFACTS, ROOT, SCREEN_PX, _make_profile, display  # noqa: E402, F401
+from test_gui_swift import (ARTIFACTS, ROOT, SCREEN_PX, _make_profile, display,  # noqa: E402, F401
+                            first_window, on_ui)
 
 SCAN = (24, 24)
 
@@ -35,32 +36,10 @@ def drive(out: pathlib.Path, work: pathlib.Path) -> int:
     assert app is not None, err
     report: dict[str, typing.Any] = {"ok": False, "follow_updates": []}
 
-    def on_ui(fn: typing.Callable[[], typing.Any], dc: typing.Any) -> typing.Any:
-        box: list[typing.Any] = []
-        done = threading.Event()
-
-        def task() -> None:
-            try:
-                box.append(fn())
-            finally:
-                done.set()
-
-        dc.queue_task(task)
-        if not done.wait(30):
-            raise TimeoutError("UI task did not run")
-        if not box:
-            raise RuntimeError("UI task failed (traceback on stderr)")
-        return box[0]
-
     def script() -> None:
         dc = None
         try:
-            t_end = time.monotonic() + 60
-            while not app.document_controllers:
-                if time.monotonic() > t_end:
-                    raise TimeoutError("no Swift window")
-                time.sleep(0.2)
-            dc = app.document_controllers[0]
+            dc = first_window(app)
 
             def submit_follow() -> typing.Any:
                 for w in QtWidgets.QApplication.topLevelWidgets():

@@ -86,10 +86,10 @@ def share_with_ui() -> typing.Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def _displayable(m: np.ndarray) -> np.ndarray:
-    """NaN (no candidate) shown as the map's minimum; float32 for the display."""
+def displayable(m: np.ndarray) -> np.ndarray:
+    """``m`` with NaN (no candidate, a row not in yet, a frame without a value) shown as the map's minimum."""
     finite = np.isfinite(m)
-    return np.where(finite, m, m[finite].min() if finite.any() else 0.0).astype(np.float32)
+    return np.where(finite, m, m[finite].min() if finite.any() else 0.0)
 
 
 class _KeepSurvey:
@@ -282,9 +282,9 @@ class LiveExperiment:
             self._show("survey", self._instrument.image)
             yield
         if snap.prediction is not None and snap.uncertainty is not None:
-            self._show("prediction", _displayable(snap.prediction))
+            self._show("prediction", displayable(snap.prediction).astype(np.float32))
             yield
-            self._show("uncertainty", _displayable(snap.uncertainty))
+            self._show("uncertainty", displayable(snap.uncertainty).astype(np.float32))
             yield
         survey_item = self.data_items.get("survey")
         if survey_item is not None and len(snap.positions) > self._n_graphics:

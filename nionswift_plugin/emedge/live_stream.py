@@ -27,6 +27,7 @@ import numpy as np
 
 from emedge_core import EmedgeError
 from emedge_core.instrument import Instrument
+from nionswift_plugin.emedge.live import displayable
 
 if typing.TYPE_CHECKING:
     from emedge_core.stream import StreamResult
@@ -83,12 +84,6 @@ class LatestOnUI(typing.Generic[T]):
                 self.window.queue_task(self._run)
 
 
-def _displayable(m: np.ndarray) -> np.ndarray:
-    """NaN (rows not in yet, frames without a value) shown as the map's minimum."""
-    finite = np.isfinite(m)
-    return np.where(finite, m, m[finite].min() if finite.any() else 0.0)
-
-
 class MapItem:
     """One data item in Swift ``window`` showing a (H, W) map, or a (H, W, k) map as a 2-D collection
     of k-vectors; created on the first :meth:`show` (UI thread only) and kept in a transaction until
@@ -100,7 +95,7 @@ class MapItem:
         self._ref: typing.Any = None
 
     def show(self, values: np.ndarray) -> None:
-        data = _displayable(values)
+        data = displayable(values)
         if self.data_item is not None:
             self._transaction().data = data
             return

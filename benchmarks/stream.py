@@ -7,6 +7,10 @@ a ROWS x 128 scan (32 KiB per frame); ``si`` - 2048-channel EELS spectra, a (4*R
 The frames are made before the timer starts and handed out row by row from memory (the "detector"),
 so the chain is measured, not the twin's simulator: queue -> scalarize -> compress (codec auto) ->
 FILE.h5, and blocks published to a stage directory on the same disk (write, fsync, rename).
+Each repeat runs ``--modes``: ``fixed`` (auto's first choice kept for the whole scan, the chain
+before the speed-aware codec) and ``adaptive`` (``stream``'s default: lighter Blosc2 settings while
+the chain falls behind; ``codec_switches`` lists them), on the same frames, one after the other (the first
+run of a process pays one-off costs: the order alternates between repeats).
 
 Per case and repeat, one JSON line: ``raw_MBps`` (the same bytes written to the same disk with one
 fsync, as a plain file, in the same run), ``chain_MBps`` (raw frame bytes / seconds from the first
@@ -50,6 +54,9 @@ class Detector:
     def state(self) -> dict[str, typing.Any]:
         return {"instrument": "prerecorded twin frames"}
 
+    def available(self) -> typing.Optional[np.ndarray]:
+        return None                      # every position
+
     def measure(self, positions: np.ndarray) -> Frames:
         if self.pace_s:
             now = time.perf_counter()
@@ -87,14 +94,45 @@ def raw_write(path: str, frames: np.ndarray) -> float:
     return frames.nbytes / 1e6 / seconds
 
 
+def run(case: str, rep: int, adapt: bool, frames: np.ndarray, kind: str, energy: typing.Optional[np.ndarray],
+        mrad: typing.Optional[float], work: str, raw: float) -> dict[str, typing.Any]:
+    """One full-speed and one paced scan of ``frames`` (``adapt``: auto's speed-aware codec, else its
+    first choice kept); the JSON line's fields (see the module docstring)."""
+    tag = "a" if adapt else "f"
+    scan = "4d" if case == "4d" else "si"
+    cpu = time.process_time()
+    full = stream(Detector(frames, kind, energy, mrad), scan, frames.shape[:2], os.path.join(work, f"full{tag}.h5"),
+                  stage=os.path.join(work, f"stage{tag}"), adapt_codec=adapt)
+    cpu = time.process_time() - cpu
+    pace = 1.5 * full.seconds / frames.shape[0]
+    paced = stream(Detector(frames, kind, energy, mrad, pace), scan, frames.shape[:2],
+                   os.path.join(work, f"paced{tag}.h5"), stage=os.path.join(work, f"pstage{tag}"), adapt_codec=adapt)
+    line = {"case": case, "repeat": rep, "codec": "auto (adaptive)" if adapt else "auto (first choice kept)",
+            "scan": list(frames.shape[:2]), "frame": list(frames.shape[2:]), "dtype": "uint16",
+            "MB": frames.nbytes / 1e6,
+            "raw_MBps": raw, "chain_MBps": full.sustained_MBps, "ratio": full.sustained_MBps / raw,
+            "chain_cpu_MBps": frames.nbytes / 1e6 / cpu,
+            "frames": full.frames, "dropped": full.dropped + paced.dropped,
+            "spilled_frames": full.spilled_frames, "chunks_published": full.chunks_published,
+            "latency_ms_p50": full.latency_ms_p50, "latency_ms_p95": full.latency_ms_p95,
+            "paced_row_ms": pace * 1e3, "paced_MBps": paced.sustained_MBps,
+            "paced_latency_ms_p50": paced.latency_ms_p50, "paced_latency_ms_p95": paced.latency_ms_p95,
+            "ratio_stored": os.path.getsize(os.path.join(work, f"full{tag}.h5")) / frames.nbytes,
+            "codec_switches": full.codec_switches, "paced_codec_switches": paced.codec_switches}
+    return line
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dir", default=None, help="where to write (default: a temporary directory)")
     p.add_argument("--rows", type=int, default=32)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--cases", default="4d,si")
+    p.add_argument("--modes", default="fixed,adaptive",
+                   help="codec auto with its first choice kept (fixed, the chain before) and/or speed-aware (adaptive)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
+    modes = [{"fixed": False, "adaptive": True}[m] for m in args.modes.split(",")]
     base = tempfile.mkdtemp(prefix="emedge-stream-", dir=args.dir)
     try:
         for case in args.cases.split(","):
@@ -103,29 +141,15 @@ def main() -> int:
                 work = os.path.join(base, f"{case}{rep}")
                 os.makedirs(work)
                 raw = raw_write(os.path.join(work, "raw.bin"), frames)
-                cpu = time.process_time()
-                full = stream(Detector(frames, kind, energy, mrad), "4d" if case == "4d" else "si",
-                              frames.shape[:2], os.path.join(work, "full.h5"), stage=os.path.join(work, "stage"))
-                cpu = time.process_time() - cpu
-                pace = 1.5 * full.seconds / frames.shape[0]
-                paced = stream(Detector(frames, kind, energy, mrad, pace), "4d" if case == "4d" else "si",
-                               frames.shape[:2], os.path.join(work, "paced.h5"), stage=os.path.join(work, "pstage"))
-                line = {"case": case, "repeat": rep, "scan": list(frames.shape[:2]),
-                        "frame": list(frames.shape[2:]), "dtype": "uint16", "MB": frames.nbytes / 1e6,
-                        "raw_MBps": raw, "chain_MBps": full.sustained_MBps, "ratio": full.sustained_MBps / raw,
-                        "chain_cpu_MBps": frames.nbytes / 1e6 / cpu,
-                        "frames": full.frames, "dropped": full.dropped + paced.dropped,
-                        "spilled_frames": full.spilled_frames, "chunks_published": full.chunks_published,
-                        "latency_ms_p50": full.latency_ms_p50, "latency_ms_p95": full.latency_ms_p95,
-                        "paced_row_ms": pace * 1e3, "paced_MBps": paced.sustained_MBps,
-                        "paced_latency_ms_p50": paced.latency_ms_p50, "paced_latency_ms_p95": paced.latency_ms_p95,
-                        "ratio_stored": os.path.getsize(os.path.join(work, "full.h5")) / frames.nbytes}
-                print(json.dumps(line) if args.json else
-                      f"{case} #{rep}: chain {full.sustained_MBps:.0f} MB/s vs raw disk {raw:.0f} MB/s "
-                      f"({line['ratio']:.2f}x), dropped {line['dropped']}, latency p50/p95 "
-                      f"{full.latency_ms_p50:.0f}/{full.latency_ms_p95:.0f} ms full speed, "
-                      f"{paced.latency_ms_p50:.0f}/{paced.latency_ms_p95:.0f} ms paced")
-                sys.stdout.flush()
+                for adapt in (modes if rep % 2 == 0 else modes[::-1]):      # either goes first in turn
+                    line = run(case, rep, adapt, frames, kind, energy, mrad, work, raw)
+                    print(json.dumps(line) if args.json else
+                          f"{case} #{rep} {'adaptive' if adapt else 'fixed'}: chain {line['chain_MBps']:.0f} MB/s vs "
+                          f"raw disk {raw:.0f} MB/s ({line['ratio']:.2f}x), dropped {line['dropped']}, latency "
+                          f"p50/p95 {line['latency_ms_p50']:.0f}/{line['latency_ms_p95']:.0f} ms full speed, "
+                          f"{line['paced_latency_ms_p50']:.0f}/{line['paced_latency_ms_p95']:.0f} ms paced, "
+                          f"{len(line['codec_switches'])} codec switches")
+                    sys.stdout.flush()
                 shutil.rmtree(work, ignore_errors=True)
     finally:
         shutil.rmtree(base, ignore_errors=True)

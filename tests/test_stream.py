@@ -45,6 +45,7 @@ def test_cli_contract_4d_twin_stage_and_follow(tmp_path: os.PathLike[str]) -> No
     assert KEYS <= set(s)
     assert s["frames"] == 240 and s["dropped"] == 0 and s["chunks_published"] == 4 and s["complete"]
     assert s["latency_ms_p95"] >= s["latency_ms_p50"] > 0
+    assert isinstance(s["codec_switches"], list)        # auto's steps to a lighter codec (tests/test_stream_codec.py)
     smap = np.load(s["scalar_map"])
     assert smap.shape == (12, 20) and np.isfinite(smap).all()
     with h5py.File(out, "r") as f:                  # plain-readable: h5py + hdf5plugin

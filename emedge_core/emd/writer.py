@@ -146,6 +146,20 @@ class ArraySink:
             raise EmedgeError(f"{self.name}: no codec chosen yet (no chunk written)")
         return self.codec
 
+    def switch_codec(self, codec: AnyCodec) -> None:
+        """Encode the chunks of later appends with ``codec`` (e.g. a lighter one when a stream falls
+        behind). Both codecs must store plain values under the same HDF5 filter whose decoder reads
+        each chunk's settings from the chunk itself (Blosc2); the data set keeps its first filter
+        options and ``emedge_codec`` attribute (the caller records the switch)."""
+        old = self.chosen
+        same = not isinstance(old, SparseCodec) and not isinstance(codec, SparseCodec) and old.transform is None \
+            and codec.transform is None and old.stage.name == codec.stage.name == "blosc2"
+        if not same:
+            raise EmedgeError(f"{self.name}: cannot switch from codec {old.spec} to {codec.spec} inside one data set "
+                              "(only between plain Blosc2 settings)")
+        codec.check(self.dtype)
+        self.codec, self._one = codec, None
+
     def _next_run_len(self) -> int:
         if self._runs is None:
             return self.c

@@ -17,6 +17,7 @@ that says how far it got (``scalar_map`` metadata ``rows_acquired``, ``complete`
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import threading
@@ -26,8 +27,10 @@ from queue import Queue
 
 import numpy as np
 
-from emedge_core import EmedgeError, emd
-from emedge_core.compress import SparseCodec
+from emedge_core import EmedgeError, compress, emd
+from emedge_core.compress import AnyCodec, SparseCodec
+from emedge_core.compress.codec import Codec
+from emedge_core.compress.stages import Blosc2
 from emedge_core.emd.layout import os_error
 from emedge_core.instrument import Frames, Instrument
 from emedge_core.scalarize import Reducer, Signal, from_spec
@@ -38,6 +41,75 @@ KINDS = {"si": "spectrum", "4d": "diffraction"}
 DEFAULT_SCALARIZER = {"si": "eels_peak_energy", "4d": "virtual_bf"}
 QUEUE_BYTES = 256 << 20          # rows held in memory before they spill raw to disk
 BATCH_BYTES = 32 << 20           # rows the writing thread takes at once when they have queued up
+LATENCY_TARGET_S = 0.1           # issue 15's latency goal: a backlog the chain needs longer than this for is "behind"
+BEHIND_WRITES = 1                # writes in a row that find the chain behind: one step lighter (a write takes
+                                 # every row queued, up to BATCH_BYTES: one write can be 64 rows late)
+CAUGHT_UP_WRITES = 8             # writes in a row with at most one row waiting: one step back
+
+
+def lighter_codecs(codec: AnyCodec) -> list[AnyCodec]:
+    """``codec`` then the lighter plain Blosc2 settings a stream steps down to when it falls behind:
+    the same blocks and shuffle with LZ4 (1.5x Zstd-1's speed on 128 x 128 counting frames, stored
+    0.081 vs 0.055 of raw), then LZ4 with byte shuffle on slabs (2.2x, 0.114). Any Blosc2 chunk
+    decodes in the stock HDF5 filter whatever the data set's filter options say (each chunk carries
+    its own codec and filters), so chunks of one data set may differ. Only ``codec`` itself for
+    anything that is not plain Blosc2 (raw, transforms, sparse events)."""
+    if isinstance(codec, SparseCodec) or codec.transform is not None or codec.stage.name != "blosc2":
+        return [codec]
+    params = dict(codec.stage.params)
+    steps = [{**params, "cname": "lz4", "clevel": 1,
+              "shuffle": "byte" if params.get("shuffle") == "bytedelta" else params.get("shuffle", "bit")},
+             {**{k: v for k, v in params.items() if k == "threads"}, "cname": "lz4", "clevel": 1, "shuffle": "byte"}]
+    out: list[AnyCodec] = [codec]
+    for step in steps:
+        light = Codec(Blosc2(step), None)
+        if all(light.spec != c.spec for c in out):
+            out.append(light)
+    return out
+
+
+class _Pace:
+    """``auto``'s codec made speed-aware: after each write of rows, the writer's MB/s and the chain's
+    backlog (rows acquired but not yet written) say whether it falls behind - the backlog would take
+    the chain, at the pace of its last write, longer than ``LATENCY_TARGET_S`` to clear - for
+    ``BEHIND_WRITES`` writes in a row; then the following chunks take the next lighter setting
+    (:func:`lighter_codecs`), and after ``CAUGHT_UP_WRITES`` writes in a row with at most one row
+    waiting, the previous one again.
+    Every switch is recorded (``switches``: its first row, the codec spec, the last write's MB/s in the
+    writer and through the chain, the backlog in rows)."""
+
+    def __init__(self, sink: emd.ArraySink) -> None:
+        self.sink = sink
+        self.ladder: typing.Optional[list[AnyCodec]] = None
+        self.step = self.behind = self.caught_up = 0
+        self.switches: list[dict[str, typing.Any]] = []
+
+    def after_write(self, nbytes: int, seconds: float, interval: float, backlog_rows: int, row_bytes: int,
+                    next_row: int) -> None:
+        """Judge one write of ``nbytes`` raw: ``seconds`` in the writer, ``interval`` since the previous
+        write ended (the chain's pace: reduction and waiting included), ``backlog_rows`` acquired and not
+        yet written. Behind: the backlog would take the chain longer than ``LATENCY_TARGET_S`` at that pace."""
+        if self.sink.codec is None:          # auto has not chosen yet (no whole chunk so far)
+            return
+        if self.ladder is None:
+            self.ladder = lighter_codecs(self.sink.chosen)
+        if len(self.ladder) == 1 or seconds <= 0 or interval <= 0:
+            return
+        mbps, chain = nbytes / seconds, nbytes / interval
+        behind = backlog_rows * row_bytes / chain > LATENCY_TARGET_S
+        self.behind = self.behind + 1 if behind else 0
+        self.caught_up = self.caught_up + 1 if backlog_rows <= 1 else 0
+        if self.behind >= BEHIND_WRITES and self.step + 1 < len(self.ladder):
+            self._switch(self.step + 1, mbps, chain, backlog_rows, next_row)
+        elif self.caught_up >= CAUGHT_UP_WRITES and self.step > 0:
+            self._switch(self.step - 1, mbps, chain, backlog_rows, next_row)
+
+    def _switch(self, step: int, mbps: float, chain: float, backlog_rows: int, next_row: int) -> None:
+        assert self.ladder is not None
+        self.step, self.behind, self.caught_up = step, 0, 0
+        self.sink.switch_codec(self.ladder[step])
+        self.switches.append({"row": next_row, "codec": self.ladder[step].spec, "write_MBps": round(mbps / 1e6, 1),
+                              "chain_MBps": round(chain / 1e6, 1), "backlog_rows": backlog_rows})
 
 
 @dataclasses.dataclass
@@ -58,6 +130,7 @@ class StreamResult:
     spilled_frames: int           # frames that waited on disk (raw) because the queue was full
     peak_queue_MB: float
     resolved: dict[str, typing.Any]
+    codec_switches: list[dict[str, typing.Any]]   # auto's steps to a lighter codec and back: row, codec, ...
 
     def summary(self) -> dict[str, typing.Any]:
         return dataclasses.asdict(self)
@@ -99,7 +172,7 @@ class _Store:
     def __init__(self, out: str, scan: tuple[int, int], first: np.ndarray, energy: typing.Any,
                  mrad: typing.Optional[float], kind: str, codec: str, block_rows: typing.Optional[int],
                  stage: typing.Optional[str], state: dict[str, typing.Any], queue: SpillQueue,
-                 stop: threading.Event) -> None:
+                 stop: threading.Event, acquired: typing.Callable[[], int], adapt: bool) -> None:
         h, w = scan
         sig = tuple(int(s) for s in first.shape[1:])
         dims: list[typing.Any] = [("y", "pixels", 0.0, 1.0), ("x", "pixels", 0.0, 1.0)]
@@ -109,6 +182,8 @@ class _Store:
                                        chunk_frames=None if block_rows is None else w, dims=dims,
                                        metadata={"instrument": state})
         self.block_rows = int(block_rows) if block_rows else _block_rows(self.writer.sink, w)
+        self.pace = _Pace(self.writer.sink) if adapt and compress.is_auto(codec) else None
+        self.acquired = acquired
         self.publisher: typing.Optional[Publisher] = None
         self.stage, self.h, self.w, self.queue, self.stop = stage, h, w, queue, stop
         if stage:
@@ -133,13 +208,17 @@ class _Store:
 
     def _run(self) -> None:
         failed = False
+        last: typing.Optional[float] = None          # when the previous write ended
         while rows := self.queue.get_many(BATCH_BYTES):
             loaded = [row.load() for row in rows]
             if failed:                     # FILE.h5 failed: what still comes is dropped, and counted
                 self.dropped += sum(len(f) for f in loaded)
                 continue
             try:                           # rows that queued up go in at once: their chunks encode side by side
+                t0 = time.perf_counter()
                 self.writer.append(loaded[0] if len(loaded) == 1 else np.concatenate(loaded))
+                ended = time.perf_counter()
+                seconds, interval, last = ended - t0, ended - (last or t0), ended
             except EmedgeError as e:       # the file itself failed (its disk full): keep what it holds
                 self.stopped, failed = str(e), True
                 self.stop.set()
@@ -151,6 +230,9 @@ class _Store:
                     self.pending.append(frames)
                     if len(self.pending) == self.block_rows or self.done == self.h:
                         self._publish()
+            if self.pace is not None:
+                self.pace.after_write(sum(f.nbytes for f in loaded), seconds, interval, self.acquired() - self.done,
+                                      loaded[0].nbytes, self.done)
 
     def _publish(self) -> None:
         """Hand the pending rows to the publishing thread as one block: the chunks FILE.h5 got for
@@ -228,7 +310,7 @@ class _Store:
 def stream(instrument: Instrument, kind: str, scan: tuple[int, int], out: str, stage: typing.Optional[str] = None,
            scalarizer: typing.Any = None, codec: str = "auto", dtype: typing.Any = None,
            queue_bytes: int = QUEUE_BYTES, stop: typing.Optional[threading.Event] = None,
-           block_rows: typing.Optional[int] = None,
+           block_rows: typing.Optional[int] = None, adapt_codec: bool = True,
            on_row: typing.Optional[typing.Callable[[int, np.ndarray], None]] = None) -> StreamResult:
     """Acquire the (H, W) ``scan`` from ``instrument`` row by row into ``out`` (EMD) and ``stage``.
 
@@ -237,6 +319,8 @@ def stream(instrument: Instrument, kind: str, scan: tuple[int, int], out: str, s
     counts; values must fit), default theirs; queue_bytes: memory for waiting rows before raw spill;
     stop: set it to end the scan after the current row; block_rows: scan rows per published block,
     the file then chunked by whole rows (default: the rows of one of the writer's ~4 MiB / ~1 MiB chunks);
+    adapt_codec: with ``codec`` auto, step to a lighter Blosc2 setting while the chain falls behind and
+    back when it catches up (:class:`_Pace`; recorded in ``codec_switches``); False keeps auto's first choice;
     on_row: called as ``on_row(row, values)`` with the (H, W, k) map each time a row's values are in it
     (on the chain's thread, never the instrument's or a UI thread: e.g. to refresh a live map in Swift).
     """
@@ -326,7 +410,8 @@ def stream(instrument: Instrument, kind: str, scan: tuple[int, int], out: str, s
                 values = np.full((h, w, reducer.components), np.nan)
                 reason = np.zeros((h, w), np.uint8)
                 store = _Store(out, (h, w), first, energy, calib.get("mrad_per_px"), kind, codec, block_rows, stage,
-                               instrument.state(), SpillQueue(queue_bytes, spill_dir + "2"), stop)
+                               instrument.state(), SpillQueue(queue_bytes, spill_dir + "2"), stop,
+                               lambda: acquired[0], adapt_codec)
             assert reducer is not None and values is not None and reason is not None
             v, why = reducer.feed(loaded[0] if len(loaded) == 1 else np.concatenate(loaded))
             at, done = 0, time.perf_counter()
@@ -367,14 +452,19 @@ def stream(instrument: Instrument, kind: str, scan: tuple[int, int], out: str, s
     if complete and reducer.scalarizer.map_level:
         smap = reducer.finish(smap, reason)
     resolved = reducer.resolved
+    switches = store.pace.switches if store.pace is not None else []
     how_far = {"rows_acquired": done, "frames_acquired": done * w, "complete": complete, "stopped": stopped,
                "scalarizer": reducer.scalarizer.params(),
-               "resolved": resolved}
+               "resolved": resolved, "codec_switches": switches}
     try:
+        if switches:                   # the data set's own record: its emedge_codec is the first chunks' codec
+            writer.sink.group.attrs["emedge_codec_switches"] = json.dumps(switches)
         writer.write_array("scalar_map", smap, metadata={"stream": how_far})
         writer.write_array("scalar_reason", reason)
     except EmedgeError as e:
         stopped = stopped or str(e)
+    except OSError as e:
+        stopped = stopped or f"{out}: {os_error(e)}"
     frames_written = writer.sink.frames_written
     try:
         writer.close()
@@ -396,4 +486,5 @@ def stream(instrument: Instrument, kind: str, scan: tuple[int, int], out: str, s
                         sustained_MBps=raw_bytes / 1e6 / seconds if seconds > 0 else 0.0,
                         latency_ms_p50=float(np.percentile(lat, 50)), latency_ms_p95=float(np.percentile(lat, 95)),
                         scalar_map=path, complete=complete, stopped=stopped, rows=done,
-                        spilled_frames=q.spilled_frames, peak_queue_MB=q.peak_bytes / 1e6, resolved=resolved)
+                        spilled_frames=q.spilled_frames, peak_queue_MB=q.peak_bytes / 1e6, resolved=resolved,
+                        codec_switches=switches)

@@ -74,9 +74,9 @@ class _Pace:
     the chain, at the pace of its last write, longer than ``LATENCY_TARGET_S`` to clear - for
     ``BEHIND_WRITES`` writes in a row; then the following chunks take the next lighter setting
     (:func:`lighter_codecs`), and after ``CAUGHT_UP_WRITES`` writes in a row with at most one row
-    waiting, the previous one again.
-    Every switch is recorded (``switches``: its first row, the codec spec, the last write's MB/s in the
-    writer and through the chain, the backlog in rows)."""
+    waiting, the previous one again. The write in which ``auto`` chose (its trial on the first chunk
+    and the first encodings cost ~0.1 s once) is not judged. Every switch is recorded (``switches``:
+    its first row, the codec spec, the last write's MB/s in the writer and through the chain, the backlog in rows)."""
 
     def __init__(self, sink: emd.ArraySink) -> None:
         self.sink = sink
@@ -91,8 +91,9 @@ class _Pace:
         yet written. Behind: the backlog would take the chain longer than ``LATENCY_TARGET_S`` at that pace."""
         if self.sink.codec is None:          # auto has not chosen yet (no whole chunk so far)
             return
-        if self.ladder is None:
-            self.ladder = lighter_codecs(self.sink.chosen)
+        if self.ladder is None:              # the write in which auto chose pays one-off costs (its trial,
+            self.ladder = lighter_codecs(self.sink.chosen)   # learning Blosc2's frame layout): not judged
+            return
         if len(self.ladder) == 1 or seconds <= 0 or interval <= 0:
             return
         mbps, chain = nbytes / seconds, nbytes / interval

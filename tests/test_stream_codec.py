@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import blosc2
 import h5py
@@ -17,7 +16,6 @@ import numpy as np
 import pytest
 
 from emedge_core import EmedgeError, compress, emd
-from emedge_core.instrument import Frames
 from emedge_core.stream import acquire, stream
 from emedge_core.stream.stage import read_manifest
 from emedge_core.twin import DigitalTwin
@@ -47,14 +45,6 @@ def chunk_codecs(ds: h5py.Dataset) -> list[str]:
         payload = ds.id.read_direct_chunk(ds.id.get_chunk_info(i).chunk_offset)[1]
         names.append(blosc2.ndarray_from_cframe(payload).schunk.cparams.codec.name)
     return names
-
-
-class SlowTwin(DigitalTwin):
-    """The twin, one row every 30 ms."""
-
-    def measure(self, positions: np.ndarray) -> Frames:
-        time.sleep(0.03)
-        return super().measure(positions)
 
 
 def twin_rows(h: int, w: int) -> np.ndarray:
@@ -111,17 +101,18 @@ def test_switch_refuses_a_codec_the_filter_cannot_read(tmp_path: os.PathLike[str
 def test_stream_behind_steps_lighter_recorded_and_plain_readable(tmp_path: os.PathLike[str],
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """A chain always 'behind' (target < 0): the writes after auto's choice step down the ladder; the
-    file, the stage's blocks and the JSON fields say so, and h5py + hdf5plugin read every chunk. The
-    twin gives a row every 30 ms, so the writer takes a few rows at a time."""
+    file, the stage's blocks and the JSON fields say so, and h5py + hdf5plugin read every chunk.
+    ``BATCH_BYTES`` 0: every write takes one row (else it takes all that queued, timing-dependent)."""
     monkeypatch.setattr(acquire, "LATENCY_TARGET_S", -1.0)
+    monkeypatch.setattr(acquire, "BATCH_BYTES", 0)
     h, w = 12, 16
     out, stage = os.path.join(tmp_path, "scan.h5"), os.path.join(tmp_path, "stage")
-    twin = SlowTwin(size=16, signal="diffraction", detector=32)
+    twin = DigitalTwin(size=16, signal="diffraction", detector=32)
     res = stream(twin, "4d", (h, w), out, stage=stage, dtype="uint16", block_rows=1)
     assert res.complete and res.dropped == 0 and res.frames == h * w
     switches = res.summary()["codec_switches"]
-    rows = [s["row"] for s in switches]     # a write takes every row queued meanwhile: rows depend on timing
-    assert len(rows) == 2 and 1 < rows[0] < rows[1] <= h
+    rows = [s["row"] for s in switches]     # row 0's write chose (not judged); rows 1 and 2 each step down
+    assert rows == [2, 3]
     assert all("cname=lz4" in s["codec"] for s in switches)
     assert all({"write_MBps", "chain_MBps", "backlog_rows"} <= set(s) for s in switches)
     with h5py.File(out, "r") as f:

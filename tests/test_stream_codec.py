@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from emedge_core import EmedgeError, compress, emd
-from emedge_core.stream import acquire, stream
+from emedge_core.stream import acquire, follow, stream
 from emedge_core.stream.stage import read_manifest
 from emedge_core.twin import DigitalTwin
 
@@ -127,6 +127,9 @@ def test_stream_behind_steps_lighter_recorded_and_plain_readable(tmp_path: os.Pa
     for b in m["blocks"]:                                   # each block: FILE.h5's bytes, read by the stock filter
         got = plain_read(os.path.join(stage, b["file"]), "data", str(tmp_path))
         np.testing.assert_array_equal(got, frames[b["row_start"]:b["row_stop"]])
+    res_path = os.path.join(tmp_path, "result.h5")            # the consumer reduces the mixed blocks
+    follow(stage, "virtual_bf", res_path, until_complete=True)
+    np.testing.assert_allclose(emd.read(res_path, "map"), np.load(res.scalar_map), rtol=1e-6)
 
 
 def test_fixed_or_named_codec_never_switches(tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch) -> None:

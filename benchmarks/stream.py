@@ -1,6 +1,7 @@
 """Streaming chain throughput and latency: ``emedge stream`` against the raw write speed of the same disk.
 
-    python benchmarks/stream.py [--dir DIR] [--rows 32] [--repeats 2] [--cases 4d,si] [--json]
+    python benchmarks/stream.py [--dir DIR] [--rows 32] [--repeats 2] [--cases 4d,si]
+                                [--modes fixed,adaptive] [--json]
 
 Cases (twin frames, Poisson counts stored as uint16): ``4d`` - 128 x 128 px diffraction patterns,
 a ROWS x 128 scan (32 KiB per frame); ``si`` - 2048-channel EELS spectra, a (4*ROWS) x 128 scan.
@@ -9,15 +10,17 @@ so the chain is measured, not the twin's simulator: queue -> scalarize -> compre
 FILE.h5, and blocks published to a stage directory on the same disk (write, fsync, rename).
 Each repeat runs ``--modes``: ``fixed`` (auto's first choice kept for the whole scan, the chain
 before the speed-aware codec) and ``adaptive`` (``stream``'s default: lighter Blosc2 settings while
-the chain falls behind; ``codec_switches`` lists them), on the same frames, one after the other (the first
-run of a process pays one-off costs: the order alternates between repeats).
+the chain falls behind; ``codec_switches`` lists them), on the same frames, one after the other
+(the first run of a process pays one-off costs: the order alternates between repeats).
 
 Per case and repeat, one JSON line: ``raw_MBps`` (the same bytes written to the same disk with one
 fsync, as a plain file, in the same run), ``chain_MBps`` (raw frame bytes / seconds from the first
 row's arrival to FILE.h5 closed, detector at full speed), ``ratio`` = chain / raw (goal >= 0.8),
 dropped, spilled frames, and latency p50 / p95 (frame arrival -> value in the map; goal p95 < 100
 ms) twice: at full speed (rows queue when the chain is slower than the detector) and paced (the
-detector gives a row every 1.5x the chain's mean time per row). A last line describes the machine
+detector gives a row every 1.5x the chain's mean time per row). ``goal_*``: a third scan with the
+detector at the goal's rate, 0.8x the raw disk speed of that repeat (``goal_row_ms`` between rows):
+does the chain keep up there - its MB/s, latency, switches, stored size. A last line describes the machine
 (cores, load average: this box's 2 cores are shared with other work). ``chain_cpu_MBps``: raw MB per
 second of the process's CPU time (all threads) over the full-speed run - what the chain costs, less
 sensitive than wall time to what else the cores run.
@@ -107,6 +110,9 @@ def run(case: str, rep: int, adapt: bool, frames: np.ndarray, kind: str, energy:
     pace = 1.5 * full.seconds / frames.shape[0]
     paced = stream(Detector(frames, kind, energy, mrad, pace), scan, frames.shape[:2],
                    os.path.join(work, f"paced{tag}.h5"), stage=os.path.join(work, f"pstage{tag}"), adapt_codec=adapt)
+    goal_pace = frames[0].nbytes / (0.8 * raw * 1e6)        # the detector at 0.8x the raw disk speed
+    goal = stream(Detector(frames, kind, energy, mrad, goal_pace), scan, frames.shape[:2],
+                  os.path.join(work, f"goal{tag}.h5"), stage=os.path.join(work, f"gstage{tag}"), adapt_codec=adapt)
     line = {"case": case, "repeat": rep, "codec": "auto (adaptive)" if adapt else "auto (first choice kept)",
             "scan": list(frames.shape[:2]), "frame": list(frames.shape[2:]), "dtype": "uint16",
             "MB": frames.nbytes / 1e6,
@@ -118,7 +124,11 @@ def run(case: str, rep: int, adapt: bool, frames: np.ndarray, kind: str, energy:
             "paced_row_ms": pace * 1e3, "paced_MBps": paced.sustained_MBps,
             "paced_latency_ms_p50": paced.latency_ms_p50, "paced_latency_ms_p95": paced.latency_ms_p95,
             "ratio_stored": os.path.getsize(os.path.join(work, f"full{tag}.h5")) / frames.nbytes,
-            "codec_switches": full.codec_switches, "paced_codec_switches": paced.codec_switches}
+            "codec_switches": full.codec_switches, "paced_codec_switches": paced.codec_switches,
+            "goal_row_ms": goal_pace * 1e3, "goal_MBps": goal.sustained_MBps,
+            "goal_latency_ms_p50": goal.latency_ms_p50, "goal_latency_ms_p95": goal.latency_ms_p95,
+            "goal_dropped": goal.dropped, "goal_codec_switches": goal.codec_switches,
+            "goal_ratio_stored": os.path.getsize(os.path.join(work, f"goal{tag}.h5")) / frames.nbytes}
     return line
 
 

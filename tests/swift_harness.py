@@ -3,6 +3,7 @@ panel tests. Import it after ``pytest.importorskip("nionswift_plugin.usim")``.""
 from __future__ import annotations
 
 import contextlib
+import time
 import typing
 
 import pytest
@@ -33,3 +34,14 @@ def swift_with_usim(tmp_path: typing.Any, monkeypatch: pytest.MonkeyPatch,
         profile.close()
         usim.close()
         PlugInManager.unload_plug_ins()
+
+
+def pump(dc: typing.Any, until: typing.Callable[[], bool], timeout: float = 60.0) -> None:
+    """Run Swift's queued UI tasks until ``until()`` holds."""
+    t_end = time.monotonic() + timeout
+    while not until():
+        if time.monotonic() > t_end:
+            raise AssertionError("timed out")
+        dc.periodic()
+        time.sleep(0.01)
+    dc.periodic()

@@ -23,7 +23,7 @@ from nion.swift.model import PlugInManager  # noqa: E402
 from nion.utils import Registry  # noqa: E402
 
 from nionswift_plugin.emedge import console  # noqa: E402
-from swift_harness import swift_with_usim  # noqa: E402
+from swift_harness import pump, swift_with_usim  # noqa: E402
 
 Facade.initialize()
 PANEL = "emedge-experiment-panel"
@@ -48,17 +48,6 @@ def _panel(dc: typing.Any) -> typing.Any:
 
 def _view(dc: typing.Any) -> typing.Any:
     return _panel(dc).views[-1]
-
-
-def _pump(dc: typing.Any, until: typing.Callable[[], bool], timeout: float = 60.0) -> None:
-    """Run Swift's queued UI tasks until ``until()`` holds."""
-    t_end = time.monotonic() + timeout
-    while not until():
-        if time.monotonic() > t_end:
-            raise AssertionError("timed out")
-        dc.periodic()
-        time.sleep(0.01)
-    dc.periodic()
 
 
 def _titles(dc: typing.Any) -> list[str]:
@@ -95,10 +84,10 @@ def test_console_example_from_the_docs_runs(swift: typing.Any) -> None:
     start = code.pop(0)
     exec(start, ns)                               # starts the run on usim
     run = ns["run"]
-    _pump(dc, lambda: run.latest is not None)     # Swift's event loop runs between console lines
+    pump(dc, lambda: run.latest is not None)     # Swift's event loop runs between console lines
     for line in code:
         exec(line, ns)
-    _pump(dc, lambda: run.done)
+    pump(dc, lambda: run.done)
     assert run.error is None, run.error
     assert ns["result"].stopped_by == "budget" and len(ns["result"].values) == 12
     assert run.maps["prediction"].shape == (32, 32)
@@ -114,7 +103,7 @@ def test_start_on_usim_live_items_update_and_file_written(swift: typing.Any) -> 
     live = view.live
     seen: list[np.ndarray] = []
     live.listeners.append(lambda s: s.prediction is not None and seen.append(s.prediction.copy()))
-    _pump(dc, lambda: live.done)
+    pump(dc, lambda: live.done)
     assert live.error is None, live.error
     assert set(_titles(dc)) >= {"emedge survey + measured", "emedge prediction", "emedge uncertainty"}
     assert len(seen) >= 2 and not np.allclose(seen[0], seen[-1], equal_nan=True)   # the maps changed
@@ -138,19 +127,19 @@ def test_stop_and_pause(swift: typing.Any) -> None:
     view.budget.text, view.seeds.text, view.survey_px.text = "200", "3", "32"
     view.start_button.on_clicked()
     live = view.live
-    _pump(dc, lambda: live.latest is not None and live.latest.n_measured >= 3)
+    pump(dc, lambda: live.latest is not None and live.latest.n_measured >= 3)
     view.pause_button.on_clicked()
     assert view.pause_button.text == "Resume" and live.experiment.paused
     time.sleep(1.0)                      # the step in progress ends, then the loop waits
-    _pump(dc, lambda: True)
+    pump(dc, lambda: True)
     n = live.latest.n_measured
     time.sleep(0.5)
-    _pump(dc, lambda: True)
+    pump(dc, lambda: True)
     assert live.latest.n_measured == n and live.running
     view.pause_button.on_clicked()
     assert view.pause_button.text == "Pause"
     view.stop_button.on_clicked()
-    _pump(dc, lambda: live.done)
+    pump(dc, lambda: live.done)
     assert live.result is not None and live.result.stopped_by == "stopped"
     assert len(live.result.values) < 200
     assert view.status.text.startswith("stopped:")
@@ -200,7 +189,7 @@ def test_console_api_on_twin(swift: typing.Any) -> None:
     window = Facade.DocumentWindow(dc)
     run = console.start("twin", "eels_peak_energy", budget=8, seeds=3, window_px=8, survey_px=32, drift_every=2,
                         document_window=window)
-    _pump(dc, lambda: run.done)
+    pump(dc, lambda: run.done)
     assert run.error is None, run.error
     maps = run.maps
     assert set(maps) == {"measured", "prediction", "uncertainty"}
@@ -248,7 +237,7 @@ def test_export_selected_items_to_emd(swift: typing.Any, tmp_path: pathlib.Path)
     _select(dc, si, image)
     view.path.text = str(tmp_path / "out" / "export.emd")
     view.export_button.on_clicked()
-    _pump(dc, lambda: view.status.text.startswith(("wrote", "error")))
+    pump(dc, lambda: view.status.text.startswith(("wrote", "error")))
     assert view.status.text.startswith(f"wrote {tmp_path / 'out' / 'export.emd'}: "), view.status.text
     assert "SI_flake_edge " in view.status.text and "survey " in view.status.text
     assert set(view.stats) == {"SI_flake_edge", "survey"} and all(s["ratio"] > 1 for s in view.stats.values())
@@ -260,7 +249,7 @@ def test_export_selected_items_to_emd(swift: typing.Any, tmp_path: pathlib.Path)
     assert prov["instrument_state"] == {"high_tension_V": 1e5} and prov["parameters"]["codec"] == "auto"
     view.codec.text = "no-such-codec"
     view.export_button.on_clicked()
-    _pump(dc, lambda: view.status.text.startswith("error"))
+    pump(dc, lambda: view.status.text.startswith("error"))
     assert "no-such-codec" in view.status.text and "\n" not in view.status.text
 
 
@@ -276,7 +265,7 @@ def test_hpc_reduce_job_local_backend(swift: typing.Any) -> None:
     _select(dc, si)
     view.kind.current_item = "reduce"
     view.submit_button.on_clicked()
-    _pump(dc, lambda: not view.thread.is_alive())
+    pump(dc, lambda: not view.thread.is_alive())
     assert view.status.text.startswith("submitted local:"), view.status.text
     (job_id,) = view.jobs
     t_end = time.monotonic() + 120
@@ -284,11 +273,11 @@ def test_hpc_reduce_job_local_backend(swift: typing.Any) -> None:
         assert time.monotonic() < t_end, view.jobs_label.text
         time.sleep(0.5)
         view.refresh_button.on_clicked()
-        _pump(dc, lambda: not view.thread.is_alive())
+        pump(dc, lambda: not view.thread.is_alive())
     assert view.jobs[job_id].state.value == "COMPLETED", view.jobs[job_id]
     assert f"{job_id}  COMPLETED  reduce" in view.jobs_label.text
     view.fetch_button.on_clicked()
-    _pump(dc, lambda: not view.thread.is_alive() and job_id in view.fetched and bool(view.fetched[job_id]))
+    pump(dc, lambda: not view.thread.is_alive() and job_id in view.fetched and bool(view.fetched[job_id]))
     assert view.status.text.startswith("fetched"), view.status.text
     maps = {i.title: i.data for i in view.fetched[job_id]}
     reduced = maps["reduce reduced.npy"]
@@ -307,10 +296,10 @@ def test_hpc_bad_requests_are_error_lines(swift: typing.Any) -> None:
     view.kind.current_item = "retrain"
     view.experiment.text = "/nonexistent/experiment.h5"
     view.submit_button.on_clicked()
-    _pump(dc, lambda: not view.thread.is_alive())
+    pump(dc, lambda: not view.thread.is_alive())
     assert view.status.text == "error: experiment file not found: /nonexistent/experiment.h5"
     view.fetch_button.on_clicked()
-    _pump(dc, lambda: not view.thread.is_alive())
+    pump(dc, lambda: not view.thread.is_alive())
     assert view.status.text == "nothing to fetch: no newly completed job"
 
 
@@ -319,13 +308,13 @@ def test_hpc_retrain_on_experiment_file(swift: typing.Any) -> None:
     dc = swift
     run = console.start("twin", "eels_peak_energy", budget=8, seeds=4, window_px=8, survey_px=24,
                         document_window=Facade.DocumentWindow(dc))
-    _pump(dc, lambda: run.done)
+    pump(dc, lambda: run.done)
     assert run.error is None, run.error
     view = dc.find_dock_panel("emedge-hpc-panel").panel_delegate.views[-1]
     view.kind.current_item = "retrain"
     view.experiment.text = run.files["h5"]
     view.submit_button.on_clicked()
-    _pump(dc, lambda: not view.thread.is_alive())
+    pump(dc, lambda: not view.thread.is_alive())
     assert view.status.text.startswith("submitted local:"), view.status.text
     (job_id,) = view.jobs
     t_end = time.monotonic() + 120
@@ -333,10 +322,10 @@ def test_hpc_retrain_on_experiment_file(swift: typing.Any) -> None:
         assert time.monotonic() < t_end, view.jobs_label.text
         time.sleep(0.5)
         view.refresh_button.on_clicked()
-        _pump(dc, lambda: not view.thread.is_alive())
+        pump(dc, lambda: not view.thread.is_alive())
     assert view.jobs[job_id].state.value == "COMPLETED", view.jobs[job_id]
     view.fetch_button.on_clicked()
-    _pump(dc, lambda: not view.thread.is_alive() and bool(view.fetched.get(job_id)))
+    pump(dc, lambda: not view.thread.is_alive() and bool(view.fetched.get(job_id)))
     maps = {i.title: i.data for i in view.fetched[job_id]}
     assert {"retrain prediction", "retrain uncertainty"} <= set(maps), sorted(maps)
     assert maps["retrain prediction"].shape == (24, 24)

@@ -30,7 +30,7 @@ from emedge_core.stream.stage import read_manifest  # noqa: E402
 from nionswift_plugin.emedge import console  # noqa: E402
 from nionswift_plugin.emedge.live_stream import LiveStream, MapSnapshot  # noqa: E402
 from nionswift_plugin.emedge.swift_instrument import SwiftInstrument, from_registry  # noqa: E402
-from swift_harness import swift_with_usim  # noqa: E402
+from swift_harness import pump, swift_with_usim  # noqa: E402
 
 Facade.initialize()
 WAIT_S = 180.0
@@ -70,14 +70,7 @@ def swift(tmp_path: typing.Any, monkeypatch: pytest.MonkeyPatch,
 
 
 def _pump(dc: typing.Any, until: typing.Callable[[], bool], timeout: float = WAIT_S) -> None:
-    """Run Swift's queued UI tasks until ``until()`` holds."""
-    t_end = time.monotonic() + timeout
-    while not until():
-        if time.monotonic() > t_end:
-            raise AssertionError("timed out")
-        dc.periodic()
-        time.sleep(0.01)
-    dc.periodic()
+    pump(dc, until, timeout)
 
 
 class HeldRows:

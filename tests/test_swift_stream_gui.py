@@ -21,7 +21,7 @@ import typing
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from test_gui_swift import (ARTIFACTS, ROOT, SCREEN_PX, _make_profile, display,  # noqa: E402, F401
-                            first_window, on_ui)
+                            first_window, on_ui, persistent_items_only)
 
 SCAN = (24, 24)
 
@@ -67,6 +67,7 @@ def drive(out: pathlib.Path, work: pathlib.Path) -> int:
             (watch,) = hpc.watches.values()
 
             def start_scan() -> typing.Any:
+                persistent_items_only(dc)
                 panel = dc.find_dock_panel("emedge-stream-panel")
                 panel.show()
                 view = panel.panel_delegate.views[-1]

@@ -139,3 +139,22 @@ def test_fixed_or_named_codec_never_switches(tmp_path: os.PathLike[str], monkeyp
     assert res.codec_switches == []
     res = stream(twin, "4d", (4, 16), os.path.join(tmp_path, "b.h5"), codec="blosc2")
     assert res.codec_switches == []
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_cli_fixed_codec(tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch,
+                         capsys: pytest.CaptureFixture[str], fixed: bool) -> None:
+    """``emedge stream --fixed-codec``: a chain always behind switches nothing; without it, it steps down."""
+    from emedge_core.cli import main
+
+    monkeypatch.setattr(acquire, "LATENCY_TARGET_S", -1.0)
+    monkeypatch.setattr(acquire, "BATCH_BYTES", 0)
+    out = os.path.join(tmp_path, "scan.h5")
+    argv = ["stream", "--instrument", "twin", "--kind", "4d", "--scan", "6x16", "--out", out, "--block-rows", "1",
+            "--json"] + (["--fixed-codec"] if fixed else [])
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["complete"] and summary["frames"] == 96
+    assert (summary["codec_switches"] == []) == fixed
+    with h5py.File(out, "r") as f:
+        assert set(chunk_codecs(f["data/data/data"])) == ({"ZSTD"} if fixed else {"ZSTD", "LZ4"})

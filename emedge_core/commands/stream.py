@@ -1,7 +1,7 @@
 """``emedge stream``: acquire a whole scan, scalarize and compress it as it arrives, publish it as it goes.
 
     emedge stream --instrument twin|usim|replay [--data FILE] --kind si|4d --scan HxW --out FILE.h5
-                  [--stage DIR] [--scalarizer SPEC] [--codec auto|...] [--dtype uint16]
+                  [--stage DIR] [--scalarizer SPEC] [--codec auto|...] [--fixed-codec] [--dtype uint16]
                   [--block-rows N] [--queue-mb M] --json
 
 Frames arrive row by row; each row is reduced into the scalar map (FILE.map.npy, (H, W) or (H, W, k))
@@ -11,8 +11,9 @@ fills one chunk of FILE.h5 is published to DIR as a closed file with a manifest 
 then spill raw to FILE.h5.spill/ (counted). SIGINT/SIGTERM ends the scan after the current row and
 leaves a valid partial file. The last stdout line (--json) holds frames, dropped, chunks_published,
 seconds, sustained_MBps, latency_ms_p50, latency_ms_p95 (frame arrival to its value in the map),
-scalar_map, and complete, stopped, rows, spilled_frames, peak_queue_MB, resolved. Exit status 1 when the
-scan ended early.
+scalar_map, and complete, stopped, rows, spilled_frames, peak_queue_MB, resolved, codec_switches. Exit
+status 1 when the scan ended early. With ``--codec auto`` the chain steps to lighter Blosc2 settings while it
+falls behind the detector (recorded in codec_switches); --fixed-codec keeps auto's first choice all scan.
 """
 from __future__ import annotations
 
@@ -37,6 +38,9 @@ def register(sub: typing.Any) -> None:
     p.add_argument("--stage", help="directory to publish closed blocks and the manifest to")
     p.add_argument("--scalarizer", help='a name or JSON spec (default: eels_peak_energy for si, virtual_bf for 4d)')
     p.add_argument("--codec", default="auto", help="codec of FILE.h5 (default auto)")
+    p.add_argument("--fixed-codec", action="store_true",
+                   help="with --codec auto: keep its first choice for the whole scan, even when the chain falls "
+                        "behind (smallest file; default: step to lighter codecs and back)")
     p.add_argument("--dtype", help="store frames as this dtype (twin default: uint16 counts)")
     p.add_argument("--detector", type=int, default=32, help="twin: diffraction pattern edge in px (default 32)")
     p.add_argument("--channels", type=int, default=512, help="twin: EELS channels (default 512)")
@@ -83,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = stream(inst, args.kind, scan, args.out, stage=args.stage, scalarizer=args.scalarizer,
                         codec=args.codec, dtype=dtype, queue_bytes=int(args.queue_mb * 1e6), stop=stop,
-                        block_rows=args.block_rows)
+                        block_rows=args.block_rows, adapt_codec=not args.fixed_codec)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -135,7 +135,10 @@ class Client:
             delay = min(self.max_poll, delay * self.poll_factor)
 
     def cancel(self, job_id: str) -> Job:
-        """Cancel in any state: pending and running jobs are stopped; an ended job is left as it is."""
+        """Cancel in any state: pending and running jobs are stopped; an ended job is left as it is.
+        A running job may read RUNNING for a while after this: Slurm keeps it COMPLETING until its
+        processes are gone: a fraction of a second, but over 30 s on a loaded node (Slurm sends
+        SIGKILL to what survives SIGTERM after its KillWait, 30 s by default)."""
         rec = self._record(job_id)
         if not self.backend.status(rec["native"]).state.terminal:
             self.backend.cancel(rec["native"])

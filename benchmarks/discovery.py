@@ -10,7 +10,7 @@ Policies (no per-set tuning anywhere):
 
 - ``random``, ``raster`` (an even grid over the candidates);
 - ``plain_gp``: an exact GP on the 16 PCA scores of the survey patches (MAP hyper-parameters refitted
-  at every step, no warp, no position term) + UCB(beta 2) - the baseline to beat;
+  at every step, no warp, no position term, its MAP intervals) + UCB(beta 2) - the baseline to beat;
 - ``default``: the project's default (:func:`emedge_core.steer.default_model` + UCB 2): kernel among
   pca / space / pca+space and log warp chosen by leave-one-out score, refitted in line when the points
   added since the last refit reach n/10, rank-1 updates in between (deterministic; the live loop
@@ -78,7 +78,8 @@ def model_for(policy: str, patches: Patches, survey: np.ndarray, seed: int) -> t
         return default_model(patches, survey, background=False)
     if policy == "plain_gp":
         return GPSurrogate(patches.features, patches.coords, unit_px=unit, structures=("pca",), warp="none",
-                           background=False, refit_fraction=REFIT_EVERY_POINT, standardise_by_seeds=False)
+                           background=False, refit_fraction=REFIT_EVERY_POINT, standardise_by_seeds=False,
+                           interval_hull=False)
     if policy == "gp_pca_space":
         return GPSurrogate(patches.features, patches.coords, unit_px=unit, structures=("pca+space",),
                            background=False)
@@ -110,7 +111,7 @@ def run_policy(policy: str, data: dict[str, typing.Any], patches: Patches, top: 
             idx = patches.lookup(pos)
             st.observe(pos, measured[idx])
             if policy != "random" and not st.seeding:
-                pred = st.posterior()
+                pred = st.posterior(wait=False)      # as the live loop's per-step maps
                 if pred is not None:
                     max_std.append(float(pred.std[~st.measured].max()))
         order = np.asarray(st.order)

@@ -24,7 +24,9 @@ std the acquisition sees is calibrated by the LOO z-scores: multiplied by max(1,
 reported intervals are calibrated on the random seeds too, the only measured points exchangeable with
 the unmeasured candidates (the acquisition picks the others where values are high): the largest of
 that factor and the seeds' maximum-likelihood std factors, left out one at a time and all together
-(predicted from the picked points alone), times t_m(0.975) / 1.96 for m seeds.
+(predicted from the picked points alone), times t_m(0.975) / 1.96 for m seeds. They are then widened
+to the hull of what one plug-in fit leaves out (:func:`interval_hull`): a second fit standardised with
+all values instead of the seeds', and each fit averaged over Laplace draws of its hyper-parameters.
 
 Between refits, :meth:`GPState.update` conditions the posterior over all N candidates on a new
 point exactly (same hyper-parameters): with V = L^-1 K(train, all) kept, the new row of V is
@@ -147,10 +149,12 @@ def _active(structure: str) -> list[str]:
     return names
 
 
-def fit_hypers(inputs: Inputs, idx: np.ndarray, u: np.ndarray, init: Hypers, iters: int = 40) -> Hypers:
-    """MAP hyper-parameters of ``init.structure`` on standardised targets ``u`` at candidates ``idx``,
-    started from ``init`` (L-BFGS on the exact marginal likelihood plus log-normal priors)."""
-    names = _active(init.structure)
+def _objective(inputs: Inputs, idx: np.ndarray, u: np.ndarray,
+               structure: str) -> tuple[list[str], typing.Callable[[torch.Tensor], torch.Tensor]]:
+    """The negative log posterior of ``structure``'s hyper-parameters on standardised targets ``u`` at
+    candidates ``idx``: the exact marginal likelihood plus log-normal priors, as a function of
+    x = (log of each active hyper-parameter, in the order of the returned names; the constant mean)."""
+    names = _active(structure)
     centre = {"sf": 0.5, "ss": 0.5, "lf": inputs.median_feature_distance, "ls": 0.5, "noise": 0.05}
     width = {"sf": 1.5, "ss": 1.5, "lf": 1.0, "ls": 1.0, "noise": 1.5}
     it = torch.as_tensor(idx, device=inputs.device)
@@ -158,16 +162,13 @@ def fit_hypers(inputs: Inputs, idx: np.ndarray, u: np.ndarray, init: Hypers, ite
     df2 = torch.cdist(fa, fa).square()
     dp = torch.cdist(pa, pa)
     y = torch.as_tensor(u, dtype=torch.float64, device=inputs.device)
-    n = len(u)
-    eye = torch.eye(n, dtype=torch.float64, device=inputs.device)
-    x0 = [math.log(getattr(init, k)) for k in names] + [init.mean]
-    x = torch.tensor(x0, dtype=torch.float64, device=inputs.device, requires_grad=True)
+    eye = torch.eye(len(u), dtype=torch.float64, device=inputs.device)
     lo = torch.tensor([math.log(_BOUNDS[k][0]) for k in names], dtype=torch.float64, device=inputs.device)
     hi = torch.tensor([math.log(_BOUNDS[k][1]) for k in names], dtype=torch.float64, device=inputs.device)
     mu0 = torch.tensor([math.log(centre[k]) for k in names], dtype=torch.float64, device=inputs.device)
     sd0 = torch.tensor([width[k] for k in names], dtype=torch.float64, device=inputs.device)
 
-    def loss_fn() -> torch.Tensor:
+    def loss(x: torch.Tensor) -> torch.Tensor:
         logs = torch.clamp(x[:-1], lo, hi)
         v = dict(zip(names, torch.exp(logs), strict=True))
         k = v["noise"] * eye
@@ -185,13 +186,29 @@ def fit_hypers(inputs: Inputs, idx: np.ndarray, u: np.ndarray, init: Hypers, ite
         prior = 0.5 * (((logs - mu0) / sd0) ** 2).sum() + 0.5 * x[-1] ** 2
         return nll + prior
 
+    return names, loss
+
+
+def _clamped(h: Hypers, names: typing.Sequence[str], x: typing.Sequence[float]) -> Hypers:
+    """``h`` with the active hyper-parameters exp(x[i]) (within their bounds) and the mean x[-1]."""
+    vals = {k: float(math.exp(min(max(float(x[i]), math.log(_BOUNDS[k][0])), math.log(_BOUNDS[k][1]))))
+            for i, k in enumerate(names)}
+    return dataclasses.replace(h, mean=float(x[-1]), **vals)  # type: ignore[arg-type]
+
+
+def fit_hypers(inputs: Inputs, idx: np.ndarray, u: np.ndarray, init: Hypers, iters: int = 40) -> Hypers:
+    """MAP hyper-parameters of ``init.structure`` on standardised targets ``u`` at candidates ``idx``,
+    started from ``init`` (L-BFGS on :func:`_objective`)."""
+    names, loss = _objective(inputs, idx, u, init.structure)
+    x0 = [math.log(getattr(init, k)) for k in names] + [init.mean]
+    x = torch.tensor(x0, dtype=torch.float64, device=inputs.device, requires_grad=True)
     opt = torch.optim.LBFGS([x], lr=1.0, max_iter=iters, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = loss_fn()
-        loss.backward()
-        return loss
+        value = loss(x)
+        value.backward()
+        return value
 
     try:
         opt.step(closure)
@@ -199,10 +216,32 @@ def fit_hypers(inputs: Inputs, idx: np.ndarray, u: np.ndarray, init: Hypers, ite
         return init
     if not torch.isfinite(x).all():
         return init
-    x = x.detach()
-    vals = {k: float(math.exp(min(max(float(x[i]), math.log(_BOUNDS[k][0])), math.log(_BOUNDS[k][1]))))
-            for i, k in enumerate(names)}
-    return dataclasses.replace(init, mean=float(x[-1]), **vals)  # type: ignore[arg-type]
+    return _clamped(init, names, x.detach().cpu().tolist())
+
+
+HESSIAN_FLOOR = 0.25     # a direction the data leave flat gets a log-sd of at most 2 (1 / sqrt(0.25))
+
+
+def hyper_points(inputs: Inputs, idx: np.ndarray, u: np.ndarray, h: Hypers) -> list[Hypers]:
+    """The 2d sigma points of the Laplace approximation of the posterior of ``h.structure``'s d
+    hyper-parameters (x of :func:`_objective`, the mean included) at the MAP ``h``: x_MAP +- sqrt(d) sd_j e_j
+    along each eigenvector e_j of the Hessian of the negative log posterior (sd_j = its eigenvalue^-1/2,
+    eigenvalues floored at :data:`HESSIAN_FLOOR`). Equal weights give the Gaussian's mean and
+    covariance exactly (the unscented transform), with no random draws. Empty when the Hessian cannot
+    be had."""
+    names, loss = _objective(inputs, idx, u, h.structure)
+    x0 = torch.tensor([math.log(getattr(h, k)) for k in names] + [h.mean], dtype=torch.float64, device=inputs.device)
+    try:
+        hess = torch.autograd.functional.hessian(loss, x0).cpu().numpy()
+    except (RuntimeError, torch.linalg.LinAlgError):
+        return []
+    if not np.isfinite(hess).all():
+        return []
+    w, vecs = np.linalg.eigh((hess + hess.T) / 2)
+    d = len(w)
+    step = math.sqrt(d) / np.sqrt(np.maximum(w, HESSIAN_FLOOR))
+    x = x0.cpu().numpy()
+    return [_clamped(h, names, x + sign * step[j] * vecs[:, j]) for j in range(d) for sign in (1.0, -1.0)]
 
 
 def _chol(k: torch.Tensor) -> torch.Tensor:
@@ -245,6 +284,9 @@ class GPState:
     mean_u, var_u: (N,) latent mean and variance in standardised warped units.
     calibration: the std factor the acquisition sees; interval_calibration: the one for the reported
     intervals and z-scores (None: the same).
+    report: None, or (N,), (N,) lower and upper bounds in scalar units that the reported 95 % intervals
+    are widened to where they are wider (:func:`interval_hull`); report_n: how many points it was
+    computed from (it is kept while points are added: conservative near the new points).
     """
 
     def __init__(self, inputs: Inputs, hypers: Hypers, warp: Warp, calibration: float = 1.0,
@@ -260,6 +302,8 @@ class GPState:
         self.mean_u = torch.full((n_all,), hypers.mean, dtype=torch.float64, device=dev)
         self.var_u = torch.full((n_all,), prior_diag(hypers), dtype=torch.float64, device=dev)
         self.y_best = -np.inf
+        self.report: typing.Optional[tuple[np.ndarray, np.ndarray]] = None
+        self.report_n = 0
 
     @property
     def n(self) -> int:
@@ -337,11 +381,24 @@ class GPState:
                          var=self.var_u.cpu().numpy() * (s * cal) ** 2, noise=h.noise * s * s,
                          y_best=y_best, _z=z, _v=self._v[: self.n], _kernel=kern, _scale=s * cal)
 
-    def predictive(self) -> "Prediction":
-        """Median, std and 95 % interval of the latent scalar at every candidate, in scalar units."""
+    def half_widths(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(N,) latent mean and the reported 95 % interval's half-widths below and above it (N,), (N,),
+        in standardised warped units: 1.96 interval-calibrated std, or as far as :attr:`report` reaches."""
         m = self.mean_u.cpu().numpy()
-        sd = np.sqrt(self.var_u.cpu().numpy()) * self.interval_calibration
-        lower, upper = self.warp.inverse(m - 1.96 * sd), self.warp.inverse(m + 1.96 * sd)
+        a = 1.96 * np.sqrt(self.var_u.cpu().numpy()) * self.interval_calibration
+        if self.report is None:
+            return m, a, a
+        lo, hi = self.report
+        if self.warp.c is not None:                # down to the warp's floor (y = -c) at most
+            lo = np.maximum(lo, -self.warp.c * (1 - 1e-9))
+        return m, np.maximum(a, m - self.warp.forward(lo)), np.maximum(a, self.warp.forward(hi) - m)
+
+    def predictive(self) -> "Prediction":
+        """Median, std and 95 % interval of the latent scalar at every candidate, in scalar units; the
+        std is that of the interval's mean half-width (its half-width / 1.96 without a report)."""
+        m, a_lo, a_hi = self.half_widths()
+        sd = (a_lo + a_hi) / (2 * 1.96)
+        lower, upper = self.warp.inverse(m - a_lo), self.warp.inverse(m + a_hi)
         median = self.warp.inverse(m)
         if self.warp.c is None:
             std = sd * self.warp.scale
@@ -407,6 +464,39 @@ def leave_seeds_out(inputs: Inputs, idx: np.ndarray, u: np.ndarray, h: Hypers, k
     return np.asarray(u[:k], np.float64) - mean, var
 
 
+def interval_hull(inputs: Inputs, idx: np.ndarray, y: np.ndarray,
+                  fits: typing.Sequence[Choice]) -> tuple[np.ndarray, np.ndarray]:
+    """(N,), (N,): lower and upper bounds in scalar units of the hull of the 95 % intervals of each fit
+    in ``fits`` conditioned on ``y`` (n,) at ``idx`` (n,): its MAP posterior's, and that of the
+    posterior averaged over its hyper-parameters' Laplace approximation (the mixture of the posteriors
+    at the :func:`hyper_points`: its mean and variance), each with the fit's interval calibration. What
+    one plug-in fit leaves out: how uncertain its hyper-parameters are, and how the targets were
+    standardised."""
+    y = np.asarray(y, np.float64)
+    bounds: list[tuple[np.ndarray, np.ndarray]] = []
+    for c in fits:
+        means, variances = [], []
+        points = hyper_points(inputs, idx, c.warp.forward(y), c.hypers)
+        for h in [c.hypers, *points]:
+            try:
+                st = GPState(inputs, h, c.warp, capacity=len(idx) + 1).build(idx, y)
+            except torch.linalg.LinAlgError:
+                continue
+            means.append(st.mean_u.cpu().numpy())
+            variances.append(st.var_u.cpu().numpy())
+        if not means:
+            continue
+        mix = slice(1, None) if len(means) > 1 else slice(None)       # the sigma points, equally weighted
+        mix_m = np.mean(means[mix], axis=0)
+        mix_v = np.maximum(np.mean(np.asarray(variances[mix]) + np.asarray(means[mix]) ** 2, axis=0) - mix_m ** 2, 0.0)
+        for m, v in ((means[0], variances[0]), (mix_m, mix_v)):
+            a = 1.96 * np.sqrt(v) * c.interval_calibration
+            bounds.append((c.warp.inverse(m - a), c.warp.inverse(m + a)))
+    if not bounds:
+        raise RuntimeError("no fit could be conditioned on the measured points")
+    return np.min([b[0] for b in bounds], axis=0), np.max([b[1] for b in bounds], axis=0)
+
+
 def choose(inputs: Inputs, idx: np.ndarray, y: np.ndarray, previous: typing.Optional[Choice],
            structures: typing.Sequence[str] = STRUCTURES, warp: str = "auto", margin: float = MARGIN,
            population: typing.Optional[np.ndarray] = None, n_random: int = 0) -> Choice:
@@ -465,50 +555,6 @@ def choose(inputs: Inputs, idx: np.ndarray, y: np.ndarray, previous: typing.Opti
     return best
 
 
-# -- the stable call for other modules (retrain job) -----------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class Fit:
-    """What :func:`refit` returns: (N,) maps in scalar units and the chosen model."""
-
-    mean: np.ndarray
-    std: np.ndarray
-    lower: np.ndarray
-    upper: np.ndarray
-    kernel: str
-    hyperparameters: dict[str, typing.Any]
-    loo_coverage: dict[str, float]
-
-
-def refit(features: np.ndarray, coords: np.ndarray, measured: np.ndarray, values: np.ndarray, *,
-          survey: typing.Optional[np.ndarray] = None, period: typing.Optional[float] = None, seed: int = 0,
-          device: typing.Optional[str] = None) -> Fit:
-    """Fit the steering GP on ``values`` (n,) measured at candidates ``measured`` (n,) of ``features``
-    (N, F) / ``coords`` (N, 2) px and predict every candidate. The length unit is ``period`` px, else
-    measured from ``survey`` (:func:`emedge_core.lattice.length_unit_px`), else 1/8 of the scan."""
-    from emedge_core.lattice import length_unit_px
-
-    torch.manual_seed(seed)
-    measured = np.asarray(measured, np.int64)
-    values = np.asarray(values, np.float64)
-    ok = np.isfinite(values)
-    if ok.sum() < 2:
-        raise ValueError("refit needs at least two finite measurements")
-    if period is not None:
-        unit = float(period)
-    elif survey is not None:
-        unit = length_unit_px(survey)[0]
-    else:
-        unit = float(max(1.0, np.ptp(np.asarray(coords), axis=0).max() / 8))
-    inputs = Inputs(features, coords, unit, device)
-    c = choose(inputs, measured[ok], values[ok], None)
-    state = GPState(inputs, c.hypers, c.warp, c.calibration,
-                    interval_calibration=c.interval_calibration).build(measured[ok], values[ok])
-    p = state.predictive()
-    hp = dict(c.hypers.as_dict(), warp_c=c.warp.c, calibration=c.calibration,
-              interval_calibration=c.interval_calibration, length_unit_px=unit)
-    return Fit(p.mean, p.std, p.lower, p.upper, c.hypers.structure, hp, c.loo_coverage)
-
-
 # -- the steerer's surrogate: cheap updates now, refits in the background ---------------------------------
 class GPSurrogate:
     """The steering model over fixed candidates: :meth:`tell` conditions the posterior on new points at
@@ -527,6 +573,12 @@ class GPSurrogate:
     rather than with all values (see :func:`choose`);
     n_random: how many of the first points told were drawn uniformly at random (the seeds; the
     :class:`~emedge_core.steer.Steerer` sets it), None: those of the first fit.
+    interval_hull: the reported 95 % intervals are the hull (:func:`interval_hull`) of two fits, the
+    steering one and one whose targets are standardised with all values (with ``standardise_by_seeds``),
+    each at its MAP and averaged over its hyper-parameters' Laplace approximation; computed with each
+    background refit, and from every point told by :meth:`prediction` with ``wait`` and by
+    :meth:`zscores` (in line). False: the steering fit's MAP interval alone. The acquisition's std is
+    never widened.
     On CPU torch runs one intra-op thread (small matrices; OpenMP threads spinning against another
     process on a 2-core box made a fit 20-60x slower).
     """
@@ -534,7 +586,8 @@ class GPSurrogate:
     def __init__(self, features: np.ndarray, coords: np.ndarray, *, unit_px: float,
                  structures: typing.Sequence[str] = STRUCTURES, warp: str = "auto", background: bool = True,
                  refit_fraction: int = 10, device: typing.Optional[str] = None,
-                 standardise_by_seeds: bool = True, n_random: typing.Optional[int] = None) -> None:
+                 standardise_by_seeds: bool = True, n_random: typing.Optional[int] = None,
+                 interval_hull: bool = True) -> None:
         import threading
 
         bad = [s for s in structures if s not in STRUCTURES]
@@ -548,6 +601,7 @@ class GPSurrogate:
         self.structures, self.warp, self.background = tuple(structures), warp, bool(background)
         self.refit_fraction = int(refit_fraction)
         self.standardise_by_seeds = bool(standardise_by_seeds)
+        self.interval_hull = bool(interval_hull)
         self.idx: list[int] = []
         self.y: list[float] = []
         self.state: typing.Optional[GPState] = None
@@ -608,6 +662,18 @@ class GPSurrogate:
         return n, c, GPState(self.inputs, c.hypers, c.warp, c.calibration, capacity=max(64, 2 * n),
                              interval_calibration=c.interval_calibration).build(idx, y)
 
+    def _report(self, state: GPState, c: Choice, n: int) -> None:
+        """Set ``state.report`` for the fit ``c`` conditioned on the first ``n`` points told
+        (:func:`interval_hull`); nothing without ``interval_hull``."""
+        if not self.interval_hull:
+            return
+        idx, y = np.asarray(self.idx[:n]), np.asarray(self.y[:n])
+        fits = [c]
+        if self.standardise_by_seeds:
+            fits.append(choose(self.inputs, idx, y, None, self.structures, self.warp, n_random=self._n_random))
+        state.report = interval_hull(self.inputs, idx, y, fits)
+        state.report_n = n
+
     def _work(self, n: int, prev: typing.Optional[Choice]) -> None:
         """The background refit; then the points told meanwhile are added to the new posterior here,
         not on the steering thread, so that the swap-in is a reference swap (+ the odd last point)."""
@@ -615,6 +681,7 @@ class GPSurrogate:
             torch.set_num_threads(1)
         try:
             n_fit, c, state = self._refit(n, prev)
+            self._report(state, c, n_fit)
             have, updates = n_fit, 0
             while True:
                 m = len(self.y)             # tell() appends idx before y: y's length bounds both
@@ -673,28 +740,41 @@ class GPSurrogate:
         return self.state.posterior() if self.state is not None else None
 
     def prediction(self, wait: bool = True) -> typing.Optional[Prediction]:
-        """Median, std and 95 % interval in scalar units; None before two values (and, without
-        ``wait``, until the first background fit is in)."""
+        """Median, std and 95 % interval in scalar units; None before two values. With ``wait`` (final
+        maps) the interval hull is brought up to every point told (in line); without, until the first
+        background fit is in it is None, and the intervals are widened by the last refit's hull."""
         if wait and self.state is None and len(self.y) >= 2:
             self.wait()
         self._swap()
-        return self.state.predictive() if self.state is not None else None
+        if self.state is None:
+            return None
+        if wait:
+            self._current_report()
+        return self.state.predictive()
+
+    def _current_report(self) -> None:
+        """Recompute the interval hull from every point told, unless it is from them already."""
+        st = self.state
+        if st is not None and self.choice is not None and self.interval_hull and st.report_n < st.n:
+            self._report(st, self.choice, st.n)
 
     def zscores(self, values: np.ndarray, noise: bool = False) -> np.ndarray:
-        """(N,) |warped value - latent mean| / interval-calibrated latent std at every candidate, for ``values``
-        (N,) in scalar units (e.g. the ground truth): <= 1.96 means inside the 95 % interval. With
-        ``noise`` the std is that of a new measurement (latent + noise): the predictive interval."""
+        """(N,) |warped value - latent mean| / the reported latent std on the value's side (the 95 %
+        interval's half-width there / 1.96) at every candidate, for ``values`` (N,) in scalar units
+        (e.g. the ground truth): <= 1.96 means inside the reported 95 % interval. With ``noise`` the
+        std is that of a new measurement (latent + noise): the predictive interval."""
         self._swap()
         if self.state is None:
             raise RuntimeError("no model yet: tell at least two values")
+        self._current_report()
         st = self.state
         v = np.asarray(values, np.float64)
         if st.warp.c is not None:
             v = np.maximum(v, -st.warp.c * (1 - 1e-9))
         u = st.warp.forward(v)
-        var = st.var_u.cpu().numpy() * st.interval_calibration ** 2 + (st.h.noise if noise else 0.0)
-        sd = np.sqrt(np.maximum(var, 1e-300))
-        return np.abs(u - st.mean_u.cpu().numpy()) / sd
+        m, a_lo, a_hi = st.half_widths()
+        var = (np.where(u >= m, a_hi, a_lo) / 1.96) ** 2 + (st.h.noise if noise else 0.0)
+        return np.abs(u - m) / np.sqrt(np.maximum(var, 1e-300))
 
     def describe(self) -> dict[str, typing.Any]:
         """The current choice (kernel, hyper-parameters, LOO coverage) for summaries."""
@@ -704,7 +784,8 @@ class GPSurrogate:
         return {"kernel": c.hypers.structure, "hyperparameters": dict(c.hypers.as_dict(), warp_c=c.warp.c,
                                                                       calibration=c.calibration,
                                                                       interval_calibration=c.interval_calibration,
-                                                                      length_unit_px=self.inputs.unit_px),
+                                                                      length_unit_px=self.inputs.unit_px,
+                                                                      interval_hull=self.interval_hull),
                 "loo_coverage": c.loo_coverage, "refits": self.refits, "updates": self.updates,
                 "spatial": any("space" in st for st in self.structures), "final_loss": None,
                 "loo_log_score": c.score}

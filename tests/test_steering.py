@@ -135,7 +135,7 @@ def test_the_first_batch_told_calibrates_the_intervals():
     seeds = rng.choice(len(truth), 20, replace=False)
     idx = np.concatenate([seeds, rng.choice(np.setdiff1d(np.flatnonzero(corner), seeds), 80, replace=False)])
     m = GPSurrogate(np.zeros((len(coords), 1)), coords, unit_px=4.0, structures=("space",), warp="none",
-                    background=False, refit_fraction=10 ** 9)
+                    background=False, refit_fraction=10 ** 9, interval_hull=False)     # the MAP interval alone
     m.tell(idx[:20].tolist(), y[idx[:20]].tolist())
     m.tell(idx[20:].tolist(), y[idx[20:]].tolist())
     c = m.choice
@@ -163,7 +163,7 @@ def test_the_first_batch_told_calibrates_the_intervals():
     # told in pieces, the seeds count as such when the surrogate knows how many there are (the Steerer
     # tells it its ``seeds``); the first fit (on 10 points) no longer decides
     halves = GPSurrogate(np.zeros((len(coords), 1)), coords, unit_px=4.0, structures=("space",), warp="none",
-                         background=False, refit_fraction=10 ** 9, n_random=20)
+                         background=False, refit_fraction=10 ** 9, n_random=20, interval_hull=False)
     for part in (idx[:10], idx[10:20], idx[20:]):
         halves.tell(part.tolist(), y[part].tolist())
     hc = halves.choice
@@ -178,6 +178,55 @@ def test_the_first_batch_told_calibrates_the_intervals():
                  default_model(make_patches(twin.survey().image, 8, components=4), twin.survey().image,
                                background=False), UCB(2.0), seeds=7)
     assert st.model.n_random == 7
+
+
+def test_laplace_sigma_points_of_the_hyperparameters_narrow_with_data():
+    # a known GP sample: the sigma points centre on the MAP and spread less with 300 points than with 15
+    rng = np.random.default_rng(5)
+    coords = grid(30)
+    inp = Inputs(np.zeros((len(coords), 1)), coords, 5.0)
+    k = gp.kernel(Hypers("space", ss=1.0, ls=1.0), inp.f, inp.p, inp.f, inp.p).numpy()
+    truth = np.linalg.cholesky(k + 1e-8 * np.eye(len(k))) @ rng.standard_normal(len(k))
+    spread = []
+    for n in (15, 300):
+        idx = rng.choice(len(truth), n, replace=False)
+        u = truth[idx] + 0.1 * rng.standard_normal(n)
+        h = gp.fit_hypers(inp, idx, u, Hypers("space"))
+        points = gp.hyper_points(inp, idx, u, h)
+        ls = np.log([p.ls for p in points])
+        assert len(points) == 2 * 4            # noise, ss, ls and the mean: +- along each axis
+        assert abs(np.mean(ls) - np.log(h.ls)) < 0.05
+        spread.append(float(ls.std()))
+    assert spread[1] < 0.5 * spread[0]
+
+
+def test_reported_intervals_are_the_hull_of_the_fits():
+    # the same points told to a surrogate with and without the hull: the same choice and acquisition
+    # view; intervals that contain the MAP ones and are wider somewhere; z-scores that say "inside"
+    # exactly where the reported interval holds the value
+    rng = np.random.default_rng(4)
+    coords = grid(30)
+    feats = rng.standard_normal((len(coords), 3))
+    y = np.exp(np.sin(coords[:, 0] / 5) + 0.5 * feats[:, 0]) + 0.2 * rng.standard_normal(len(coords)) ** 2
+    idx = np.concatenate([rng.choice(len(y), 10, replace=False), np.argsort(y)[::-1][:30:2]])
+    models = []
+    for hull in (False, True):
+        m = GPSurrogate(feats, coords, unit_px=5.0, background=False, n_random=10, interval_hull=hull)
+        m.tell(idx[:10].tolist(), y[idx[:10]].tolist())
+        m.tell(idx[10:].tolist(), y[idx[10:]].tolist())
+        models.append(m)
+    plain, hull = models
+    assert plain.choice == hull.choice
+    assert np.array_equal(plain.posterior().var, hull.posterior().var)
+    p0, p1 = plain.prediction(), hull.prediction()
+    assert np.allclose(p0.mean, p1.mean)
+    assert (p1.lower <= p0.lower + 1e-9).all() and (p1.upper >= p0.upper - 1e-9).all()
+    assert (p1.upper > p0.upper * 1.01).mean() > 0.5
+    assert hull.state.report is not None and plain.state.report is None
+    probe = y * rng.uniform(0.3, 2.5, len(y))
+    inside = (probe >= p1.lower) & (probe <= p1.upper)
+    assert np.mean(inside == (hull.zscores(probe) <= 1.96)) > 0.999
+    assert (p1.lower >= 0).all()
 
 
 def test_nonnegative_scalar_is_never_predicted_negative():

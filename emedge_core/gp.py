@@ -26,7 +26,8 @@ the unmeasured candidates (the acquisition picks the others where values are hig
 that factor and the seeds' maximum-likelihood std factors, left out one at a time and all together
 (predicted from the picked points alone), times t_m(0.975) / 1.96 for m seeds. They are then widened
 to the hull of what one plug-in fit leaves out (:func:`interval_hull`): a second fit standardised with
-all values instead of the seeds', and each fit averaged over Laplace draws of its hyper-parameters.
+all values instead of the seeds', and each fit averaged over the Laplace approximation of its
+hyper-parameters (at its sigma points).
 
 Between refits, :meth:`GPState.update` conditions the posterior over all N candidates on a new
 point exactly (same hyper-parameters): with V = L^-1 K(train, all) kept, the new row of V is
@@ -189,6 +190,11 @@ def _objective(inputs: Inputs, idx: np.ndarray, u: np.ndarray,
     return names, loss
 
 
+def _x(h: Hypers, names: typing.Sequence[str]) -> list[float]:
+    """x of :func:`_objective` for ``h``: the log of each hyper-parameter in ``names``, then the mean."""
+    return [math.log(getattr(h, k)) for k in names] + [h.mean]
+
+
 def _clamped(h: Hypers, names: typing.Sequence[str], x: typing.Sequence[float]) -> Hypers:
     """``h`` with the active hyper-parameters exp(x[i]) (within their bounds) and the mean x[-1]."""
     vals = {k: float(math.exp(min(max(float(x[i]), math.log(_BOUNDS[k][0])), math.log(_BOUNDS[k][1]))))
@@ -200,8 +206,7 @@ def fit_hypers(inputs: Inputs, idx: np.ndarray, u: np.ndarray, init: Hypers, ite
     """MAP hyper-parameters of ``init.structure`` on standardised targets ``u`` at candidates ``idx``,
     started from ``init`` (L-BFGS on :func:`_objective`)."""
     names, loss = _objective(inputs, idx, u, init.structure)
-    x0 = [math.log(getattr(init, k)) for k in names] + [init.mean]
-    x = torch.tensor(x0, dtype=torch.float64, device=inputs.device, requires_grad=True)
+    x = torch.tensor(_x(init, names), dtype=torch.float64, device=inputs.device, requires_grad=True)
     opt = torch.optim.LBFGS([x], lr=1.0, max_iter=iters, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
@@ -230,7 +235,7 @@ def hyper_points(inputs: Inputs, idx: np.ndarray, u: np.ndarray, h: Hypers) -> l
     covariance exactly (the unscented transform), with no random draws. Empty when the Hessian cannot
     be had."""
     names, loss = _objective(inputs, idx, u, h.structure)
-    x0 = torch.tensor([math.log(getattr(h, k)) for k in names] + [h.mean], dtype=torch.float64, device=inputs.device)
+    x0 = torch.tensor(_x(h, names), dtype=torch.float64, device=inputs.device)
     try:
         hess = torch.autograd.functional.hessian(loss, x0).cpu().numpy()
     except (RuntimeError, torch.linalg.LinAlgError):
@@ -464,36 +469,38 @@ def leave_seeds_out(inputs: Inputs, idx: np.ndarray, u: np.ndarray, h: Hypers, k
     return np.asarray(u[:k], np.float64) - mean, var
 
 
-def interval_hull(inputs: Inputs, idx: np.ndarray, y: np.ndarray,
-                  fits: typing.Sequence[Choice]) -> tuple[np.ndarray, np.ndarray]:
-    """(N,), (N,): lower and upper bounds in scalar units of the hull of the 95 % intervals of each fit
-    in ``fits`` conditioned on ``y`` (n,) at ``idx`` (n,): its MAP posterior's, and that of the
-    posterior averaged over its hyper-parameters' Laplace approximation (the mixture of the posteriors
-    at the :func:`hyper_points`: its mean and variance), each with the fit's interval calibration. What
-    one plug-in fit leaves out: how uncertain its hyper-parameters are, and how the targets were
-    standardised."""
+def interval_hull(inputs: Inputs, idx: np.ndarray, y: np.ndarray, own: Choice,
+                  others: typing.Sequence[Choice] = ()) -> typing.Optional[tuple[np.ndarray, np.ndarray]]:
+    """(N,), (N,): lower and upper bounds in scalar units of the hull of 95 % intervals, conditioned on
+    ``y`` (n,) at ``idx`` (n,), each with its fit's interval calibration: the posterior of ``own`` averaged
+    over its hyper-parameters' Laplace approximation (the mixture of the posteriors at the
+    :func:`hyper_points`: its mean and variance), and, for each of ``others``, its MAP posterior and
+    that average. ``own``'s MAP interval is not repeated: it is the state's own (:meth:`GPState.half_widths`
+    widens it to the hull). None when nothing could be conditioned. What one plug-in fit leaves out: how
+    uncertain its hyper-parameters are, and how the targets were standardised."""
     y = np.asarray(y, np.float64)
     bounds: list[tuple[np.ndarray, np.ndarray]] = []
-    for c in fits:
-        means, variances = [], []
-        points = hyper_points(inputs, idx, c.warp.forward(y), c.hypers)
-        for h in [c.hypers, *points]:
+
+    def add(c: Choice, m: np.ndarray, v: np.ndarray) -> None:
+        a = 1.96 * np.sqrt(v) * c.interval_calibration
+        bounds.append((c.warp.inverse(m - a), c.warp.inverse(m + a)))
+
+    for c, with_map in [(own, False), *((o, True) for o in others)]:
+        moments = []
+        for h in ([c.hypers] if with_map else []) + hyper_points(inputs, idx, c.warp.forward(y), c.hypers):
             try:
                 st = GPState(inputs, h, c.warp, capacity=len(idx) + 1).build(idx, y)
             except torch.linalg.LinAlgError:
                 continue
-            means.append(st.mean_u.cpu().numpy())
-            variances.append(st.var_u.cpu().numpy())
-        if not means:
-            continue
-        mix = slice(1, None) if len(means) > 1 else slice(None)       # the sigma points, equally weighted
-        mix_m = np.mean(means[mix], axis=0)
-        mix_v = np.maximum(np.mean(np.asarray(variances[mix]) + np.asarray(means[mix]) ** 2, axis=0) - mix_m ** 2, 0.0)
-        for m, v in ((means[0], variances[0]), (mix_m, mix_v)):
-            a = 1.96 * np.sqrt(v) * c.interval_calibration
-            bounds.append((c.warp.inverse(m - a), c.warp.inverse(m + a)))
+            moments.append((st.mean_u.cpu().numpy(), st.var_u.cpu().numpy()))
+        if with_map and moments:
+            add(c, *moments.pop(0))
+        if moments:                                 # the sigma points, equally weighted
+            means, variances = np.asarray([m for m, _ in moments]), np.asarray([v for _, v in moments])
+            mix_m = means.mean(axis=0)
+            add(c, mix_m, np.maximum((variances + means ** 2).mean(axis=0) - mix_m ** 2, 0.0))
     if not bounds:
-        raise RuntimeError("no fit could be conditioned on the measured points")
+        return None
     return np.min([b[0] for b in bounds], axis=0), np.max([b[1] for b in bounds], axis=0)
 
 
@@ -668,10 +675,9 @@ class GPSurrogate:
         if not self.interval_hull:
             return
         idx, y = np.asarray(self.idx[:n]), np.asarray(self.y[:n])
-        fits = [c]
-        if self.standardise_by_seeds:
-            fits.append(choose(self.inputs, idx, y, None, self.structures, self.warp, n_random=self._n_random))
-        state.report = interval_hull(self.inputs, idx, y, fits)
+        others = [choose(self.inputs, idx, y, None, self.structures, self.warp, n_random=self._n_random)
+                  ] if self.standardise_by_seeds else []
+        state.report = interval_hull(self.inputs, idx, y, c, others)
         state.report_n = n
 
     def _work(self, n: int, prev: typing.Optional[Choice]) -> None:

@@ -403,12 +403,13 @@ class DKLSurrogate:
         return self._post
 
     def prediction(self, wait: bool = True) -> typing.Any:
-        """Mean, std and mean -+ 1.96 std (scalar units), as :class:`emedge_core.prediction.Prediction`."""
-
+        """Mean, std, mean -+ 1.96 std and mean -+ 1.96 sqrt(var + noise) (scalar units), as
+        :class:`emedge_core.prediction.Prediction`."""
         post = self.posterior()
         if post is None:
             return None
-        return Prediction(post.mean, post.std, post.mean - 1.96 * post.std, post.mean + 1.96 * post.std)
+        a, b = 1.96 * post.std, 1.96 * np.sqrt(post.var + post.noise)
+        return Prediction(post.mean, post.std, post.mean - a, post.mean + a, post.mean - b, post.mean + b)
 
     def wait(self) -> None:
         """Nothing runs in the background."""

@@ -44,7 +44,7 @@ class ExperimentConfig:
     batch: points per step (q); acquisition + acquisition_params: the policy; window: patch
     edge (px); patch_mode: "restrict" or "reflect"; components: PCA scores per patch fed to the
     network (None = all W*W pixels); seed: makes the run repeatable;
-    travel: travel-distance penalty; stop_uncertainty: stop when max predictive std < this
+    travel: travel-distance penalty; stop_uncertainty: stop when the largest std of the predicted scalar < this
     (scalar units); stop_predictability: (k, tolerance) - stop when the last k were predicted
     within tolerance; model: the surrogate - ``{"kind": "gp"}`` (the default:
     :func:`~emedge_core.steer.default_model`; ``"spatial": False`` keeps only the patch-feature
@@ -126,6 +126,10 @@ class ExperimentConfig:
         return rules
 
 
+#: the :class:`~emedge_core.prediction.Prediction` bounds kept as maps in :attr:`ExperimentResult.intervals`
+INTERVALS = ("lower", "upper", "predictive_lower", "predictive_upper")
+
+
 @dataclasses.dataclass(frozen=True)
 class Step:
     """One loop step, handed to the callback. positions (q, 2); values (q,) NaN = failed."""
@@ -173,6 +177,9 @@ class ExperimentResult:
     measured_s: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))   # (n,) s from the start, per frame
     started_utc: str = ""                                                    # ISO time the run started
     timeline: list[dict[str, typing.Any]] = dataclasses.field(default_factory=list)   # state changes, see _changes
+    #: (H, W) maps of the final 95 % intervals: "lower"/"upper" of the scalar itself (latent),
+    #: "predictive_lower"/"predictive_upper" of one new measurement (latent + noise); empty without a model
+    intervals: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     def summary(self) -> dict[str, typing.Any]:
         """The JSON contract of ``emedge run --json`` (and summary.json)."""
@@ -389,7 +396,8 @@ class Experiment:
             resolved=reducer.resolved, drift=tracker.as_array() if tracker is not None else np.zeros((0, 4)),
             findings=findings,
             decide_seconds=decide, measure_seconds=measure_s, model=steerer.model.describe(),
-            measured_s=np.asarray(measured_s, np.float64), started_utc=started_utc, timeline=timeline)
+            measured_s=np.asarray(measured_s, np.float64), started_utc=started_utc, timeline=timeline,
+            intervals={k: patches.to_map(getattr(post, k)) for k in INTERVALS} if post is not None else {})
 
 
 def _flatten(state: dict[str, typing.Any], prefix: str = "") -> dict[str, typing.Any]:

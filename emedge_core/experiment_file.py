@@ -4,11 +4,13 @@
 ``/experiment``, every array compressed losslessly with the codec ``auto`` picks, provenance and
 per-chunk CRC-32; ``auto`` stores plain values that h5py + hdf5plugin, rosettasciio and emdfile read
 as they are, with the axes as EMD 1.0 dim vectors):
-survey (H, W), positions (n, 2) int, values (n,), reasons (n,) uint8, frames
-(n, *sig), energy_eV (E,) for spectra, prediction and uncertainty (H, W), step_seconds and max_std
-per step, probe_positions (n, 2) where the probe went (positions moved by the drift) and, when
-drift was tracked, drift (k, 4): measurements so far, dy px, dx px, seconds; each is the EMD array
-group ``/experiment/<name>`` with its values in ``data``. Root attributes hold the configuration,
+survey (H, W), positions (n, 2) int, values (n,), reasons (n,) uint8, frames (n, *sig), energy_eV
+(E,) for spectra, prediction and uncertainty (H, W), with a model the 95 % intervals (H, W):
+interval_lower / interval_upper of the scalar itself and predictive_lower / predictive_upper of one
+new measurement (latent + noise), step_seconds and max_std per step, probe_positions (n, 2) where
+the probe went (positions moved by the drift) and, when drift was tracked, drift (k, 4):
+measurements so far, dy px, dx px, seconds; each is the EMD array group ``/experiment/<name>`` with
+its values in ``data``. Root attributes hold the configuration,
 scalarizer, instrument state (JSON), package version, the rule that stopped it, ``findings``
 (JSON: metadata the frames contradict, :mod:`emedge_core.consistency`) and ``resolved`` (JSON: the
 scalarizer geometry found on the first good frames and used by every step, e.g. the bright-field disk).
@@ -75,10 +77,13 @@ def _arrays(result: ExperimentResult) -> tuple[dict[str, np.ndarray], dict[str, 
         arrays["drift"] = np.asarray(result.drift, np.float64)
     if len(result.measured_s):
         arrays["measured_s"] = np.asarray(result.measured_s, np.float64)
-    sig = {"survey": 1, "prediction": 1, "uncertainty": 1, "positions": 1, "probe_positions": 1, "drift": 1,
-           "frames": result.frames.ndim - 1}
+    maps = ["survey", "prediction", "uncertainty"]
+    for k, v in result.intervals.items():
+        arrays[f"interval_{k}" if k in ("lower", "upper") else k] = np.asarray(v, np.float64)
+        maps.append(f"interval_{k}" if k in ("lower", "upper") else k)
+    sig = {"positions": 1, "probe_positions": 1, "drift": 1, "frames": result.frames.ndim - 1} | dict.fromkeys(maps, 1)
     scan: list[emd.AxisSpec] = [("y", "nm", 0.0, px), ("x", "nm", 0.0, px)]
-    dims: dict[str, list[emd.AxisSpec]] = {"survey": scan, "prediction": scan, "uncertainty": scan}
+    dims: dict[str, list[emd.AxisSpec]] = dict.fromkeys(maps, scan)
     step: list[emd.AxisSpec] = [("measurement", "", 0.0, 1.0)]
     if "energy_eV" in result.frame_axis:
         energy = np.asarray(result.frame_axis["energy_eV"], np.float64)

@@ -399,18 +399,25 @@ class GPState:
         return m, np.maximum(a, m - self.warp.forward(lo)), np.maximum(a, self.warp.forward(hi) - m)
 
     def predictive(self) -> "Prediction":
-        """Median, std and 95 % interval of the latent scalar at every candidate, in scalar units; the
-        std is that of the interval's mean half-width (its half-width / 1.96 without a report)."""
+        """Median, std and 95 % interval of the latent scalar at every candidate, in scalar units, and
+        the 95 % predictive interval of a new measurement (each side's latent variance + the noise
+        variance, in standardised warped units); the std is that of the interval's mean half-width (its
+        half-width / 1.96 without a report)."""
         m, a_lo, a_hi = self.half_widths()
         sd = (a_lo + a_hi) / (2 * 1.96)
         lower, upper = self.warp.inverse(m - a_lo), self.warp.inverse(m + a_hi)
+        b_lo, b_hi = (np.sqrt(a * a + 1.96 ** 2 * self.h.noise) for a in (a_lo, a_hi))
+        lo_new = m - b_lo
+        if self.warp.c is not None:                # a new measurement is >= 0 too
+            lo_new = np.maximum(lo_new, self.warp.forward(np.zeros(1))[0])
+        new_lower, new_upper = self.warp.inverse(lo_new), self.warp.inverse(m + b_hi)
         median = self.warp.inverse(m)
         if self.warp.c is None:
             std = sd * self.warp.scale
         else:                                    # log-normal std of y + c
             s2 = (sd * self.warp.scale) ** 2
             std = np.sqrt(np.expm1(s2)) * np.exp(self.warp.mean + m * self.warp.scale + s2 / 2)
-        return Prediction(median, std, lower, upper)
+        return Prediction(median, std, lower, upper, np.minimum(new_lower, lower), new_upper)
 
 
 @dataclasses.dataclass(frozen=True)

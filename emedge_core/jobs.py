@@ -51,7 +51,7 @@ def run_config(recorded: dict[str, typing.Any]) -> "ExperimentConfig":
 def retrain(experiment: str, out: str, window: typing.Optional[int] = None, iters: typing.Optional[int] = None,
             seed: typing.Optional[int] = None) -> dict[str, typing.Any]:
     """Refit the run's model on every measurement of ``experiment`` (an ``experiment.h5``) and write
-    the (H, W) prediction and uncertainty (predictive std) maps, in scalar units, to the EMD file
+    the (H, W) prediction and uncertainty (std of the predicted scalar) maps, in scalar units, to the EMD file
     ``out``. window (px), iters (optimizer steps) and seed override the recorded ones. Returns a
     JSON-able summary (out, n_measurements, final_loss, seconds, spatial)."""
     import h5py

@@ -35,7 +35,7 @@ def plot_maps(result: ExperimentResult, path: str) -> None:
         title += f"\nspecimen drift ({result.drift[-1, 1]:+.1f}, {result.drift[-1, 2]:+.1f}) px (yellow, from centre)"
     a.set_title(title)
     for a, data, title, cmap in ((ax[0, 1], result.prediction, f"predicted {name}", "viridis"),
-                                 (ax[1, 0], result.uncertainty, "predictive std", "magma")):
+                                 (ax[1, 0], result.uncertainty, "std of the predicted scalar", "magma")):
         im = a.imshow(data, cmap=cmap)
         fig.colorbar(im, ax=a)
         a.set_title(title)
@@ -44,9 +44,9 @@ def plot_maps(result: ExperimentResult, path: str) -> None:
     # step, so the seed step and batches (q > 1) line up with the best-so-far curve
     x = np.asarray(result.step_measured if len(result.step_measured) == len(result.max_std)
                    else np.arange(1, len(result.max_std) + 1))
-    lines = a.plot(x, result.max_std, ".-", ms=3, label="max predictive std")
+    lines = a.plot(x, result.max_std, ".-", ms=3, label="max std")
     a.set_xlabel("measurements" if len(result.step_measured) == len(result.max_std) else "step")
-    a.set_ylabel(f"max predictive std of {name}")
+    a.set_ylabel(f"max std of predicted {name}")
     good = result.values[ok]
     if len(good):
         a2 = a.twinx()

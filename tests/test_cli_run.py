@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import h5py
+import hdf5plugin  # noqa: F401  (the filters the compressed maps need)
 import numpy as np
 import pytest
 
@@ -38,6 +39,14 @@ def test_run_twin_json_and_files(tmp_path):
         np.testing.assert_array_equal(g["positions"]["data"][()], summary["positions"])
         assert json.loads(g.attrs["config"])["acquisition"] == "ei"
         assert json.loads(g.attrs["instrument_state"])["instrument"] == "digital twin"
+        # the final 95 % intervals: the scalar's inside a new measurement's, the prediction inside both
+        pred = g["prediction"]["data"][()]
+        lo, hi = g["interval_lower"]["data"][()], g["interval_upper"]["data"][()]
+        plo, phi = g["predictive_lower"]["data"][()], g["predictive_upper"]["data"][()]
+        ok = np.isfinite(pred)
+        assert ok.sum() == 41 * 41 and g["interval_lower"]["dim1"].attrs["units"] == "nm"
+        assert (plo[ok] <= lo[ok]).all() and (lo[ok] <= pred[ok]).all() and (pred[ok] <= hi[ok]).all()
+        assert (hi[ok] <= phi[ok]).all() and (phi[ok] - plo[ok] > hi[ok] - lo[ok]).mean() > 0.5
 
 
 def test_run_replay_and_rerun_of_an_experiment_file(tmp_path):

@@ -227,6 +227,12 @@ def test_reported_intervals_are_the_hull_of_the_fits():
     inside = (probe >= p1.lower) & (probe <= p1.upper)
     assert np.mean(inside == (hull.zscores(probe) <= 1.96)) > 0.999
     assert (p1.lower >= 0).all()
+    # the predictive interval of a new measurement: the latent one widened by the noise, never < 0 here
+    assert (p1.predictive_lower <= p1.lower + 1e-12).all() and (p1.predictive_upper >= p1.upper - 1e-12).all()
+    assert (p1.predictive_upper > p1.upper).all() and (p1.predictive_lower >= 0).all()
+    new = (probe >= p1.predictive_lower) & (probe <= p1.predictive_upper)
+    assert new[inside].all()
+    assert np.mean(new == (hull.zscores(probe, noise=True) <= 1.96)) > 0.999
 
 
 def test_nonnegative_scalar_is_never_predicted_negative():
@@ -242,6 +248,8 @@ def test_nonnegative_scalar_is_never_predicted_negative():
     pred = m.prediction()
     assert pred is not None and m.choice is not None and m.choice.warp.c is not None     # log-warped
     assert (pred.mean >= 0).all() and (pred.lower >= 0).all() and (pred.upper >= pred.mean).all()
+    # a new measurement (Poisson counts here) is never below 0 either, and noisier than the scalar itself
+    assert (pred.predictive_lower >= 0).all() and (pred.predictive_upper - pred.upper > 0.05 * pred.upper).all()
 
 
 def test_suggest_does_not_wait_for_a_refit(monkeypatch):

@@ -5,7 +5,7 @@
 Reads ``/experiment`` of an ``experiment.h5`` written by ``emedge run`` (survey, positions, values
 and the run's configuration), refits the run's model exactly as the live loop does - patch
 features, probe coordinates (the spatial kernel term) and every model setting - and writes the
-prediction and uncertainty (predictive std) maps, in scalar units, as an EMD file with provenance.
+prediction and uncertainty (std of the predicted scalar) maps, in scalar units, as an EMD file with provenance.
 With --json the last stdout line is ``{"out", "n_measurements", "final_loss", "spatial", "seconds"}``.
 The HPC job kind ``retrain`` (:func:`emedge_core.jobs.retrain_job`) runs this command.
 """

@@ -53,7 +53,7 @@ def register(sub: typing.Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed of everything (default 0)")
     p.add_argument("--travel", type=float, default=0.0, help="travel-distance penalty weight (default 0 = none)")
     p.add_argument("--stop-uncertainty", type=float, default=None, metavar="STD",
-                   help="also stop when the largest predictive std falls below STD (scalar units)")
+                   help="also stop when the largest std of the predicted scalar falls below STD (scalar units)")
     p.add_argument("--stop-predictability", default=None, metavar="K:TOL",
                    help="also stop when the last K measurements were predicted within TOL")
     p.add_argument("--model", choices=("gp", "dkl"), default=None,

@@ -2,7 +2,8 @@
 
 Microscope formats are read by rosettasciio (lazily, as dask arrays, where its reader can):
 Gatan DM3/DM4, Velox/FEI and py4DSTEM/emdfile EMD, Quantum Detectors Merlin ``.mib`` (+ ``.hdr``),
-Dectris Arina (``*_master.h5``), NanoMegas TopSpin ``.app5``, MRC, NeXus ``.nxs`` and HyperSpy
+Dectris Arina (``*_master.h5``), NanoMegas TopSpin ``.app5`` and blockfile ``.blo``, FEI/Thermo TIA
+``.emi``/``.ser``, TVIPS, CEOS Panta Rhei ``.prz``, EMSA ``.msa``, MRC, NeXus ``.nxs`` and HyperSpy
 ``.hspy``/``.zspy``. Nion Swift's own items are read from their documented layout: ``.ndata`` (a zip of
 ``data.npy`` + ``metadata.json``), ``.h5`` (data set ``data`` with a JSON ``properties`` attribute) and a
 Swift library folder of them. NumPy ``.npy``/``.npz``, emedge's replay layout (``survey``, ``data``,
@@ -27,6 +28,8 @@ from emedge_core import EmedgeError
 
 #: units (lower case) that mark an axis as a spectrometer energy axis, and their factor to eV
 ENERGY_UNITS = {"ev": 1.0, "kev": 1e3}
+#: units (lower case) of scan lengths and their factor to nm
+LENGTH_UNITS = {"m": 1e9, "mm": 1e6, "µm": 1e3, "μm": 1e3, "nm": 1.0, "a": 0.1, "angstrom": 0.1, "pm": 1e-3}
 #: units of detector angles and their factor to mrad
 ANGLE_UNITS = {"mrad": 1.0, "rad": 1e3, "µrad": 1e-3, "urad": 1e-3}
 #: navigation-pixel read block when a survey is summed from the signal (bytes of float64)
@@ -35,8 +38,11 @@ SUM_BLOCK_BYTES = 32 << 20
 RSCIIO_READERS = {
     ".dm3": "digitalmicrograph", ".dm4": "digitalmicrograph", ".mib": "quantumdetector",
     ".hdr": "quantumdetector", ".app5": "topspin", ".mrc": "mrc", ".nxs": "nexus", ".hspy": "hspy",
-    ".zspy": "zspy", ".emd": "emd",
+    ".zspy": "zspy", ".emd": "emd", ".emi": "tia", ".ser": "tia", ".blo": "blockfile", ".tvips": "tvips",
+    ".prz": "pantarhei", ".msa": "msa",
 }
+#: what emedge opens itself (HDF5 through h5py first: Swift, emedge, py4DSTEM and plain layouts)
+NATIVE = frozenset({".npy", ".npz", ".ndata", ".h5", ".hdf5", ".emd", ".nxs", ".hspy"})
 SURVEY_TITLES = ("haadf", "adf", "df", "survey", "stem")
 
 
@@ -186,6 +192,16 @@ class DataSource:
             return None
         return nav[-1].step, nav[-1].units
 
+    @property
+    def scan_pixel_nm(self) -> typing.Optional[float]:
+        """Edge of one scan pixel in nm (the last navigation axis' |step|; TIA stores y steps < 0),
+        None unless that axis is in a length unit (m, µm, nm, Å, pm)."""
+        step = self.scan_step
+        if step is None:
+            return None
+        factor = LENGTH_UNITS.get(step[1].strip().lower().replace("um", "µm").replace("å", "a"))
+        return abs(step[0]) * factor if factor is not None and step[0] else None
+
     def frames(self, start: int, stop: int) -> np.ndarray:
         """Frames ``start:stop`` in flat scan order, (stop - start, *sig_shape), read row by row."""
         nav = self.nav_shape
@@ -274,8 +290,8 @@ def open_data(path: str, dataset: typing.Union[None, str, int] = None,
     elif ext in RSCIIO_READERS:
         src = _open_rsciio(path, RSCIIO_READERS[ext], dataset, kind)
     else:
-        raise EmedgeError(f"{path}: unknown format {ext or '(no extension)'}; supported: .dm3 .dm4 .emd .mib .hdr "
-                          ".app5 .mrc .nxs .hspy .zspy .ndata .h5 .hdf5 .npy .npz or a Swift library folder")
+        raise EmedgeError(f"{path}: unknown format {ext or '(no extension)'}; supported: "
+                          f"{' '.join(sorted(set(RSCIIO_READERS) | NATIVE))} or a Swift library folder")
     if survey is not None:
         try:
             _attach_survey(src, survey)
@@ -717,7 +733,12 @@ def _open_rsciio(path: str, reader: str, dataset: typing.Union[None, str, int],
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            signals = module.file_reader(path, **kwargs)
+            try:
+                signals = module.file_reader(path, **kwargs)
+            except NotImplementedError:                 # a reader with no lazy mode (msa): read it whole
+                if not kwargs["lazy"]:
+                    raise
+                signals = module.file_reader(path, lazy=False)
     except ImportError as e:
         raise EmedgeError(f"reading {path} needs a package rosettasciio asks for: {e}") from None
     except Exception as e:                 # any reader failure is one line for the user

@@ -46,6 +46,8 @@ def _experiment(path: str) -> typing.Optional[dict[str, typing.Any]]:
         out: dict[str, typing.Any] = {k: value(g[k]) for k in ("survey", "frames", "positions", "energy_eV") if k in g}
         if "mrad_per_px" in g.attrs:
             out["mrad_per_px"] = float(g.attrs["mrad_per_px"])
+        if "survey_pixel_size_nm" in g.attrs:
+            out["survey_pixel_size_nm"] = float(g.attrs["survey_pixel_size_nm"])
         return out
 
 
@@ -79,6 +81,7 @@ class Replay:
             self._data: typing.Any = frames
             sig_ndim = frames.ndim - 1
             self.survey_from = f"'survey' in {os.path.basename(path)}"
+            pixel_nm = raw.get("survey_pixel_size_nm")
         else:
             from emedge_core.io import open_data
 
@@ -91,9 +94,10 @@ class Replay:
                 raise
             self.energy_eV, self._mrad = src.energy_eV, src.mrad_per_px
             self.saturation = src.saturation
+            pixel_nm = src.scan_pixel_nm
             self._data = src.data       # h5py data set, memory map or dask array: read per measurement
             sig_ndim = len(src.sig_shape)
-        self._survey = Survey(np.asarray(survey_img, np.float32))
+        self._survey = Survey(np.asarray(survey_img, np.float32), pixel_size_nm=pixel_nm or 1.0)
         self.signal_kind = "spectrum" if sig_ndim == 1 else "diffraction"
         if self.signal_kind == "spectrum":
             n_e = self._data.shape[-1]

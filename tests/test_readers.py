@@ -35,6 +35,10 @@ MRC = DATA / "mrc" / "20241021_00405_movie.mrc"
 PY4DSTEM = DATA / "emd" / "py4DSTEM_size2x3x4x5.h5"
 HSPY = DATA / "hspy" / "example2_v3.1.hspy"
 VELOX_ZIP = DATA / "velox" / "velox_emd_version11.zip"     # Thermo Fisher Velox EMD v11 (zipped as upstream)
+TIA_SI = DATA / "tia" / "16x16-spectrum_image-5x5x1024.emi"     # + its _1.ser
+BLOCKFILE = DATA / "blockfile" / "test2.blo"
+TVIPS = DATA / "tvips" / "test_tvips_2345_000.tvips"
+MSA = DATA / "msa" / "example1.msa"
 
 
 def rsciio(path: pathlib.Path, reader: str, index: int = -1) -> dict[str, typing.Any]:
@@ -93,6 +97,66 @@ def test_arina_topspin_mrc_py4dstem_hspy_open_with_rosettasciios_axes() -> None:
         np.testing.assert_array_equal(np.asarray(src.data), ref["data"])
     with open_data(str(HSPY)) as src:
         assert src.kind == "image" and src.shape == (16, 16) and src.axes[0].units == "1/nm"
+
+
+@pytest.mark.parametrize("path,reader,kind,nav,sig,pixel_nm", [
+    (TIA_SI, "tia", "spectrum", (5, 5), (1024,), 0.12053969116531095),      # TIA stores the y step < 0
+    (TIA_SI.with_name(TIA_SI.stem + "_1.ser"), "tia", "spectrum", (5, 5), (1024,), 0.12053969116531095),
+    (BLOCKFILE, "blockfile", "diffraction", (2, 3), (5, 5), 64.0),
+    (TVIPS, "tvips", "diffraction", (6,), (4, 5), None),                    # a movie: time, not a scan
+    (MSA, "msa", "spectrum", (), (21,), None),                              # one spectrum (no lazy reader)
+])
+def test_tia_blockfile_tvips_msa_open_with_rosettasciios_values_and_axes(path, reader, kind, nav, sig,
+                                                                          pixel_nm) -> None:
+    ref = rsciio(path, reader)
+    with open_data(str(path)) as src:
+        assert (src.kind, src.nav_shape, src.sig_shape) == (kind, nav, sig)
+        np.testing.assert_array_equal(np.asarray(src.data), ref["data"])
+        assert src.scan_pixel_nm == (pytest.approx(pixel_nm) if pixel_nm else None)
+        if kind == "spectrum":
+            e = ref["axes"][-1]
+            np.testing.assert_allclose(src.energy_eV, e["offset"] + e["scale"] * np.arange(sig[0]))
+
+
+SPEC_RATIO = '{"name": "eels_band_ratio", "low_eV": [0, 40], "high_eV": [40, 150]}'
+
+
+def test_a_replayed_tia_si_keeps_its_scan_calibration_in_the_experiment_file(tmp_path) -> None:
+    out = tmp_path / "run"
+    p = subprocess.run([sys.executable, "-m", "emedge_core", "run", "--instrument", "replay", "--data", str(TIA_SI),
+                        "--scalarizer", SPEC_RATIO,
+                        "--budget", "6", "--seeds", "3", "--out", str(out), "--json"],
+                       capture_output=True, text=True, timeout=300, env=os.environ | {"PYTHONWARNINGS": "ignore"})
+    assert p.returncode == 0, p.stderr
+    summary = _json_tail(p.stdout)
+    import h5py
+    import hdf5plugin  # noqa: F401
+
+    ref = rsciio(TIA_SI, "tia")
+    with h5py.File(out / "experiment.h5", "r") as f:
+        g = f["experiment"]
+        assert g.attrs["survey_pixel_size_nm"] == pytest.approx(abs(ref["axes"][0]["scale"]))
+        np.testing.assert_allclose(g["survey"]["dim1"][:2], [0.0, abs(ref["axes"][0]["scale"])])
+    # the values are the scalarizer on rosettasciio's spectra at the measured positions
+    from emedge_core.instrument import Frames
+    from emedge_core.scalarize import reduce
+
+    e = ref["axes"][-1]["offset"] + ref["axes"][-1]["scale"] * np.arange(1024)
+    pos = np.asarray(summary["positions"])
+    spectra = ref["data"][pos[:, 0], pos[:, 1]]
+    want = reduce(json.loads(SPEC_RATIO), Frames(spectra, "spectrum", energy_eV=e)).values
+    got = np.array([np.nan if v is None else v for v in summary["scalars"]])
+    np.testing.assert_allclose(got[np.isfinite(got)], want[np.isfinite(got)], rtol=1e-5)
+
+
+def test_an_all_saturated_8_bit_scan_of_unknown_depth_names_the_dtype_and_the_option(tmp_path, capsys) -> None:
+    data = np.zeros((2, 3, 8, 8), np.uint8)
+    data[..., 3:5, 3:5] = 255                       # every direct beam at the uint8 maximum
+    np.save(tmp_path / "scan.npy", data)
+    out = tmp_path / "com.npy"
+    assert main(["scalarize", str(tmp_path / "scan.npy"), "--scalarizer", "com", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "6 saturated" in err and "255 counts (the uint8 maximum)" in err and '"saturation"' in err
 
 
 def test_a_survey_file_is_binned_to_the_scan_grid() -> None:

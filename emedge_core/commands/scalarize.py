@@ -5,11 +5,12 @@
                      [--chunk-mb M] [--json]
 
 FILE: any file :func:`emedge_core.io.open_data` reads (DM3/DM4, Velox EMD, Merlin .mib, Arina, TopSpin
-.app5, MRC, py4DSTEM EMD, HyperSpy, Swift .ndata/.h5, a replay .npz/HDF5, any HDF5 with the largest
-data set taken, a .npy array), presented navigation first, signal last, with the file's calibrations
-(energy axis, detector mrad/px, detector bit depth: saturation = 2**bits - 1 counts unless the
-scalarizer sets ``saturation``). Read chunk by chunk, so files larger than memory work. The energy windows
-of EELS scalarizers are checked against the energy axis before any frame is read.
+.app5, MRC, TIA .emi/.ser, blockfile .blo, TVIPS, py4DSTEM EMD, HyperSpy, Swift .ndata/.h5, a replay
+.npz/HDF5, any HDF5 with the largest data set taken, a .npy array), presented navigation first, signal
+last, with the file's calibrations (energy axis, detector mrad/px, detector bit depth: saturation =
+2**bits - 1 counts unless the scalarizer sets ``saturation``). Read chunk by chunk, so files larger
+than memory work. The energy windows of EELS scalarizers are checked against the energy axis before
+any frame is read.
 Writes OUT.npy, the (H, W) map or (H, W, k) for vector results such as ``com`` (row, col), and
 OUT.reason.npy, the (H, W) uint8 reason codes (0 ok, 1 NaN/inf, 2 empty, 3 saturated, 4 wrong
 shape/dtype, 5 reduction failed); with --survey also OUT.survey.npy, the image binned to the scan.
@@ -107,8 +108,13 @@ def run(args: argparse.Namespace) -> int:
               f"({result.gbps:.2f} GB/s, {result.backend}); {sum(bad.values())} bad positions; wrote {out}, {reasons}")
     if usable == 0:
         worst = max(bad, key=lambda k: bad[k])
-        hint = (f"; frames reaching {scalarizer.saturation:g} counts ({src.bits}-bit detector) count as saturated: "
-                f"set \"saturation\" above it in --scalarizer to keep them" if worst == "saturated" else "")
+        hint = ""
+        if worst == "saturated":
+            dtype = np.dtype(src.data.dtype)
+            sat = scalarizer.saturation if scalarizer.saturation is not None else float(np.iinfo(dtype).max)
+            why = f"{src.bits}-bit detector" if src.bits else f"the {dtype} maximum"
+            hint = (f"; frames reaching {sat:g} counts ({why}) count as saturated: set \"saturation\" above it "
+                    "in --scalarizer to keep them")
         print(f"emedge: warning: no position of {src.title!r} gave a value ({result.reason.size} frames, "
               f"{bad[worst]} {worst}); the map is all NaN{hint}", file=sys.stderr)
         return 1

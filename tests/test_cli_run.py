@@ -119,3 +119,22 @@ def test_help_lists_the_spatial_switch_and_it_reaches_the_model(tmp_path):
         assert json.loads(f["experiment"].attrs["config"])["model"]["spatial"] is False
     p = emedge("run", "--budget", "8", *SMALL, "--spatial-lengthscale", "0", "--out", str(out))
     assert p.returncode != 0 and "spatial-lengthscale" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_a_replay_whose_frames_all_saturate_warns_names_the_option_and_exits_1(tmp_path):
+    # an 8-bit detector of unknown depth whose direct beam sits at 255 everywhere (as PED blockfiles do)
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 20, (6, 6, 12, 12)).astype(np.uint8)
+    data[..., 5:7, 5:7] = 255
+    survey = rng.random((6, 6)).astype(np.float32)
+    np.savez(tmp_path / "scan.npz", survey=survey, data=data)
+    args = ["run", "--instrument", "replay", "--data", str(tmp_path / "scan.npz"), "--budget", "6", "--seeds", "3",
+            "--window", "2", "--components", "3", "--json"]
+    p = emedge(*args, "--scalarizer", "com_magnitude", "--out", str(tmp_path / "a"))
+    assert p.returncode == 1, p.stderr
+    assert "6 of 6 measurements gave no value (6 saturated)" in p.stderr and '"saturation"' in p.stderr
+    assert (tmp_path / "a" / "experiment.h5").exists()          # nothing is lost
+    p = emedge(*args, "--scalarizer", '{"name": "com_magnitude", "saturation": 256}', "--out", str(tmp_path / "b"))
+    assert p.returncode == 0, p.stderr
+    assert "gave no value" not in p.stderr
+    assert all(v is not None for v in json.loads(p.stdout.splitlines()[-1])["scalars"])

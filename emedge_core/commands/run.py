@@ -5,7 +5,9 @@
                --out DIR [--json]   (and the options below, e.g. --no-spatial)
 
 Writes DIR/experiment.h5, DIR/summary.json and DIR/maps.png; a progress bar goes to stderr;
-with --json the last stdout line is the summary object.
+with --json the last stdout line is the summary object. Measurements that gave no value are counted
+by reason on stderr (saturated frames name the ``saturation`` option); the exit status is 1 when none
+gave a value (the files are written all the same).
 """
 from __future__ import annotations
 
@@ -196,4 +198,26 @@ def run(args: argparse.Namespace) -> int:
             print(f"specimen drift at the end: ({summary['drift_px'][0]:+.2f}, {summary['drift_px'][1]:+.2f}) px")
     for finding in summary["findings"]:
         print(f"emedge: warning: metadata disagrees with the data: {finding['message']}", file=sys.stderr)
-    return 0
+    return _failures(result.reasons, instrument)
+
+
+def _failures(reasons: typing.Any, instrument: typing.Any) -> int:
+    """Warn (stderr) when measurements gave no value (``reasons``: (n,) uint8 Reason codes), by reason,
+    naming the option for saturated frames;
+    the exit status: 1 when none gave a value (the files are written all the same), else 0."""
+    from emedge_core.scalarize import Reason
+
+    bad = {r.name.lower(): int((reasons == r).sum()) for r in Reason if r != Reason.OK}
+    bad = {k: v for k, v in bad.items() if v}
+    if not bad:
+        return 0
+    n_bad, n = sum(bad.values()), len(reasons)
+    hint = ""
+    if max(bad, key=lambda k: bad[k]) == "saturated":
+        sat = getattr(instrument, "saturation", None)
+        level = f"{sat:g} counts (the detector's full count)" if sat else "the dtype maximum (bit depth unknown)"
+        hint = (f"; a frame with a pixel at {level} counts as saturated: set \"saturation\" above it in "
+                "--scalarizer to keep them")
+    print(f"emedge: warning: {n_bad} of {n} measurements gave no value "
+          f"({', '.join(f'{v} {k}' for k, v in bad.items())}){hint}", file=sys.stderr)
+    return 1 if n_bad == n else 0

@@ -522,7 +522,8 @@ def _generic_hdf5(path: str, f: typing.Any, dataset: typing.Union[None, str, int
     found: list[typing.Any] = []
 
     def visit(name: str, obj: typing.Any) -> None:
-        if isinstance(obj, h5py.Dataset) and obj.ndim >= 1 and np.dtype(obj.dtype).kind in "uif":
+        if isinstance(obj, h5py.Dataset) and obj.ndim >= 1 and np.dtype(obj.dtype).kind in "uif" \
+                and not _is_emd_dim(obj):
             found.append(obj)
 
     f.visititems(visit)
@@ -535,6 +536,7 @@ def _generic_hdf5(path: str, f: typing.Any, dataset: typing.Union[None, str, int
             axes = _plain_axes(d.shape, 1)
             axes[-1] = Axis("energy", "eV", float(energy[0]), float(energy[1] - energy[0]) if len(energy) > 1 else 1.0,
                             d.shape[-1], False)
+        axes = _emd_calibrated(d, axes)
         cands.append(_Candidate(d.name.lstrip("/"), d, axes, tuple(range(d.ndim)), {}))
     if dataset is None and kind is not None:      # the largest 3-D (spectra) or 4-D (patterns) data set
         want = 3 if kind == "spectrum" else 4
@@ -553,6 +555,31 @@ def _generic_hdf5(path: str, f: typing.Any, dataset: typing.Union[None, str, int
     if "mrad_per_px" in chosen.data.attrs:
         src.mrad_per_px = float(chosen.data.attrs["mrad_per_px"])
     return src
+
+
+def _is_emd_dim(ds: typing.Any) -> bool:
+    """A ``dimN`` vector of an EMD 1.0 data group: an axis, not a signal."""
+    import re
+
+    return bool(re.fullmatch(r"dim\d+", ds.name.rsplit("/", 1)[-1])) and "emd_group_type" in ds.parent.attrs
+
+
+def _emd_calibrated(ds: typing.Any, axes: list[Axis]) -> list[Axis]:
+    """``axes`` with the names, units, start and step of the data set's EMD 1.0 dim vectors (``dim1`` ..
+    in its group), where they are there and fit; EMD's "[n_m]" style units become "nm"."""
+    if "emd_group_type" not in ds.parent.attrs:
+        return axes
+    out = list(axes)
+    for i, ax in enumerate(axes):
+        dim = ds.parent.get(f"dim{i + 1}")
+        if dim is None or dim.ndim != 1 or np.dtype(dim.dtype).kind not in "uif" or dim.shape[0] not in (ax.size, 2):
+            continue
+        v = np.asarray(dim[()], np.float64)
+        units = _text(dim.attrs.get("units", "")).strip("[]").replace("_", "") or ax.units
+        name = _text(dim.attrs.get("name", "")) or ax.name
+        out[i] = dataclasses.replace(ax, name=name, units=units, start=float(v[0]),
+                                     step=float(v[1] - v[0]) if len(v) > 1 else ax.step)
+    return out
 
 
 def _emd_energy(ds: typing.Any) -> typing.Optional[np.ndarray]:
@@ -727,7 +754,9 @@ def _open_rsciio(path: str, reader: str, dataset: typing.Union[None, str, int],
     except ImportError as e:
         raise EmedgeError(f"reading {path} needs rosettasciio's {reader} reader ({e}); "
                           "pip install rosettasciio") from None
-    kwargs: dict[str, typing.Any] = {"lazy": reader not in ("arina", "topspin")}   # those two read eagerly only
+    # arina and topspin read eagerly only; pantarhei's lazy read of a legacy .prz gives other values than
+    # its eager read (rosettasciio 0.15, panta_rhei_sample_legacy.prz), so it is read whole
+    kwargs: dict[str, typing.Any] = {"lazy": reader not in ("arina", "topspin", "pantarhei")}
     if reader == "quantumdetector" and path.lower().endswith(".hdr"):
         path = path[:-4] + ".mib"
     try:
@@ -735,8 +764,8 @@ def _open_rsciio(path: str, reader: str, dataset: typing.Union[None, str, int],
             warnings.simplefilter("ignore")
             try:
                 signals = module.file_reader(path, **kwargs)
-            except NotImplementedError:                 # a reader with no lazy mode (msa): read it whole
-                if not kwargs["lazy"]:
+            except (NotImplementedError, ValueError) as e:   # no lazy mode (msa, DM RGBA): read it whole
+                if not kwargs["lazy"] or "lazy" not in str(e).lower() and not isinstance(e, NotImplementedError):
                     raise
                 signals = module.file_reader(path, lazy=False)
     except ImportError as e:
@@ -767,6 +796,9 @@ def _rsciio_axes(path: str, s: dict[str, typing.Any], shape: tuple[int, ...]) ->
     """Presented axes (navigation first, signal last) and the file axis of each, from rosettasciio's axes."""
     raw = list(s.get("axes", []))
     n = len(shape)
+    if not raw:                                   # an uncalibrated array (a NeXus NXdata without axes)
+        sig = _default_sig_ndim(n, False)
+        return _plain_axes(shape, sig), tuple(range(n))
     if len(raw) != n:
         raise EmedgeError(f"{path}: rosettasciio gives {len(raw)} axes for an array of shape {shape}")
     if tuple(int(a.get("size", -1)) for a in raw) != shape:

@@ -39,6 +39,9 @@ TIA_SI = DATA / "tia" / "16x16-spectrum_image-5x5x1024.emi"     # + its _1.ser
 BLOCKFILE = DATA / "blockfile" / "test2.blo"
 TVIPS = DATA / "tvips" / "test_tvips_2345_000.tvips"
 MSA = DATA / "msa" / "example1.msa"
+NEXUS = DATA / "nexus" / "nexus_test_datakey.nxs"
+PRZ_LEGACY = DATA / "pantarhei" / "panta_rhei_sample_legacy.prz"
+PRISMATIC = DATA / "emd" / "Si100_4D.emd"
 
 
 def rsciio(path: pathlib.Path, reader: str, index: int = -1) -> dict[str, typing.Any]:
@@ -119,6 +122,28 @@ def test_tia_blockfile_tvips_msa_open_with_rosettasciios_values_and_axes(path, r
 
 
 SPEC_RATIO = '{"name": "eels_band_ratio", "low_eV": [0, 40], "high_eV": [40, 150]}'
+
+
+def test_nexus_data_without_axes_legacy_prz_and_prismatic_emd_open_as_their_readers_say() -> None:
+    # NeXus NXdata without axes: plain axes, rosettasciio's values, every signal listed
+    with open_data(str(NEXUS), dataset=1) as src:
+        ref = rsciio(NEXUS, "nexus", 1)
+        assert ref["axes"] == [] and src.shape == ref["data"].shape == (4, 5, 6)
+        np.testing.assert_array_equal(np.asarray(src.data), ref["data"])
+        assert len(src.signals) == 6
+    # a legacy Panta Rhei file: the values of rosettasciio's whole read (its lazy read differs)
+    with open_data(str(PRZ_LEGACY)) as src:
+        np.testing.assert_array_equal(np.asarray(src.data), rsciio(PRZ_LEGACY, "pantarhei")["data"])
+    # a Prismatic EMD 1.0 file: its two depth slices, calibrated by the dim vectors (not listed as signals)
+    import h5py
+
+    with open_data(str(PRISMATIC)) as src, h5py.File(PRISMATIC, "r") as f:
+        g = f["4DSTEM_simulation/data/datacubes/CBED_array_depth0000"]
+        assert [s.shape for s in src.signals] == [(11, 11, 8, 8)] * 2 and src.kind == "diffraction"
+        np.testing.assert_array_equal(np.asarray(src.data), g["datacube"][()])
+        assert [(a.name, a.units) for a in src.axes] == [("R_x", "nm"), ("R_y", "nm"), ("Q_x", "nm^-1"),
+                                                         ("Q_y", "nm^-1")]
+        assert src.axes[0].step == pytest.approx(g["dim1"][1] - g["dim1"][0]) and src.scan_pixel_nm == 0.5
 
 
 def test_a_replayed_tia_si_keeps_its_scan_calibration_in_the_experiment_file(tmp_path) -> None:

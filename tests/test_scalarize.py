@@ -241,6 +241,37 @@ def test_band_integral_ratio_and_peak_max() -> None:
         np.testing.assert_allclose(s({"name": "eels_peak_max", "range_eV": [15, 20]}), data[:, hi].max(1))
 
 
+def test_eels_on_integer_spectra_read_the_raw_windows_and_equal_float32(monkeypatch) -> None:
+    # uint16 counts near the top of the range: a 5-channel box sum would overflow uint16; NumPy reads
+    # the raw spectra (no float32 copy of the frames), torch converts them; every result is float32's
+    e = energy_axis()
+    rng = np.random.default_rng(5)
+    centres = rng.uniform(12, 38, 40)
+    counts = rng.poisson(gaussians(centres, e, 1.5, 30000) + gaussians(rng.uniform(-1, 1, 40), e, 0.5, 60000) + 200)
+    counts = np.minimum(counts, 65534).astype(np.uint16)
+    loads: list[bool] = []
+    real = backends_mod.Backend.load
+
+    def spy(self, raw, weights, want_max, keep_frames=True):      # what the shared pass was asked to keep
+        loads.append(keep_frames)
+        return real(self, raw, weights, want_max, keep_frames)
+
+    monkeypatch.setattr(backends_mod.Backend, "load", spy)
+    specs = [{"name": "eels_peak_energy", "range_eV": [10, 40], "smooth": 5},
+             {"name": "eels_peak_energy", "range_eV": [10, 40], "smooth": 3, "zlp_eV": [-3, 3]},
+             {"name": "eels_peak_max", "range_eV": [10, 40]}, {"name": "eels_band_integral", "band_eV": [10, 40]},
+             {"name": "eels_band_ratio", "low_eV": [5, 10], "high_eV": [15, 30]},
+             {"name": "eels_edge_intensity", "pre_eV": [20, 29], "post_eV": [30, 40]}]
+    for spec in specs:
+        got = reduce(spec, Frames(counts, "spectrum", energy_eV=e)).values
+        want = reduce(spec, Frames(counts.astype(np.float32), "spectrum", energy_eV=e)).values
+        np.testing.assert_allclose(got, want, rtol=1e-6, err_msg=str(spec))
+        assert np.isfinite(got).all()
+        torch_got = reduce(spec, Frames(counts, "spectrum", energy_eV=e), backend="torch:cpu").values
+        np.testing.assert_allclose(torch_got, want, rtol=1e-5, err_msg=str(spec))
+    assert loads and not any(loads)          # NumPy: never a float32 copy of whole spectra
+
+
 def test_edge_intensity_above_a_power_law() -> None:
     e = energy_axis(800, -10.0, 0.25)
     rng = np.random.default_rng(5)

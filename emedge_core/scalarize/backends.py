@@ -80,6 +80,8 @@ class Backend:
     """NumPy on the CPU. Subclasses move the arrays to a device."""
 
     name = "numpy"
+    #: the array library computes on integer frames as it does on float32 ones (CUDA backends: no)
+    integer_frames = True
 
     def __init__(self) -> None:
         import array_api_compat.numpy as xp
@@ -148,6 +150,8 @@ class _CudaBackend(Backend):
     chunk i+1 travels while chunk i is reduced. A chunk already in page-locked memory (e.g. a
     :meth:`host_buffer`) is sent as it is.
     """
+
+    integer_frames = False
 
     def __init__(self) -> None:
         self._staging: list[typing.Any] = [None, None]   # (owner, uint8 numpy view) per slot

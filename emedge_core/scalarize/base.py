@@ -94,6 +94,10 @@ class Scalarizer(abc.ABC):
     #: False when :meth:`process` reads only ``chunk.proj`` (and ``maxv``): the shared pass then
     #: keeps no float32 copy of the frames (``chunk.data`` stays the raw frames, for screening)
     needs_frames: typing.ClassVar[bool] = True
+    #: True when :meth:`process` reads frames of any real dtype (it slices windows and converts only
+    #: them): on a backend that computes on integers (NumPy) the shared pass then makes no float32 copy
+    #: of the whole frames either
+    any_dtype: typing.ClassVar[bool] = False
 
     def __init__(self, saturation: typing.Optional[float] = None) -> None:
         """saturation: counts at which a pixel counts as saturated (None = integer dtype max, floats unchecked)."""

@@ -67,6 +67,7 @@ class _EELS(Scalarizer):
     """Windows in eV -> channel slices once per data set; optional ZLP alignment per spectrum."""
 
     signal_kind = "spectrum"
+    any_dtype = True            # windows are sliced from the raw spectra and converted on their own
 
     def __init__(self, zlp_eV: typing.Optional[typing.Sequence[float]] = None,
                  saturation: typing.Optional[float] = None) -> None:
@@ -148,7 +149,7 @@ class EELSPeakEnergy(_EELS):
         seg = self._window(chunk.data, "range_eV", shift, xp)
         s = self.smooth
         if s > 1:                                   # box mean; channel j is channel j + s//2 of the window
-            seg = xp.asarray(seg, copy=True)        # one strided read of the window, then contiguous adds
+            seg = xp.astype(seg, xp.float32)        # one strided read (and conversion) of the window
             m = seg.shape[1] - s + 1
             box = seg[:, 0:m]
             for j in range(1, s):

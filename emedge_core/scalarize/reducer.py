@@ -175,7 +175,8 @@ class Reducer:
             return np.zeros((0, k)), np.zeros(0, np.uint8)
         level = self.saturation(host.dtype)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):   # bad frames give NaN: flagged below
-            chunk = be.load(host if dev is None else dev, self._weights, level is not None, s.needs_frames)
+            keep = s.needs_frames and not (s.any_dtype and be.integer_frames)    # else chunk.data: the raw frames
+            chunk = be.load(host if dev is None else dev, self._weights, level is not None, keep)
             out = np.full((n, k), np.nan) if not self._prepared else \
                 be.to_numpy(s.process(chunk, signal, be)).astype(np.float64).reshape(n, k)
         reason = screen(chunk, be, level)

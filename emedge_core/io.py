@@ -797,8 +797,7 @@ def _rsciio_axes(path: str, s: dict[str, typing.Any], shape: tuple[int, ...]) ->
     raw = list(s.get("axes", []))
     n = len(shape)
     if not raw:                                   # an uncalibrated array (a NeXus NXdata without axes)
-        sig = _default_sig_ndim(n, False)
-        return _plain_axes(shape, sig), tuple(range(n))
+        return _plain_axes(shape, _default_sig_ndim(n, False)), tuple(range(n))
     if len(raw) != n:
         raise EmedgeError(f"{path}: rosettasciio gives {len(raw)} axes for an array of shape {shape}")
     if tuple(int(a.get("size", -1)) for a in raw) != shape:

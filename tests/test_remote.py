@@ -73,6 +73,10 @@ def test_ten_step_run_on_the_twin_matches_a_local_run(server: RemoteServer, toke
     assert summary["n_candidates"] == local.n_candidates and summary["seconds_per_step_median"] > 0
     assert maps["measured"].shape == (SIZE, SIZE) and np.isfinite(maps["measured"]).sum() == 10
     assert maps["prediction"].shape == (SIZE, SIZE)
+    np.testing.assert_allclose(maps["predictive_upper"], local.intervals["predictive_upper"], equal_nan=True)
+    ok = np.isfinite(maps["prediction"])
+    assert (maps["predictive_lower"][ok] <= maps["lower"][ok]).all()
+    assert (maps["upper"][ok] >= maps["prediction"][ok]).all()
     prov = emd.info(files["h5"])["provenance"]   # the remote caller and every request about the run
     remote = prov["parameters"]["remote"]
     assert remote["caller"].startswith("127.0.0.1:") and remote["request"]["budget"] == 10

@@ -6,7 +6,7 @@ From a notebook on another computer::
     mic = remote.connect("https://swift-pc:8765", token_file="~/emedge-token", verify="swift-pc.pem")
     run = mic.start("eels_band_integral", budget=40, seeds=5)
     run.status                 # 'step 12: 16/40 measured (0.21 s)'
-    m = run.maps               # {'measured', 'prediction', 'uncertainty'}: (H, W) arrays
+    m = run.maps               # {'measured', 'prediction', 'uncertainty', 'lower', ...}: (H, W) arrays
     summary = run.wait()       # the `emedge run --json` object
     run.download("results/")   # experiment.h5, summary.json, maps.png
 
@@ -143,7 +143,9 @@ class RemoteRun:
 
     @property
     def maps(self) -> dict[str, np.ndarray]:
-        """The newest maps: measured, prediction, uncertainty (H, W; NaN off the candidates), positions (n, 2)."""
+        """The newest maps: measured, prediction, uncertainty and, with a model, the 95 % intervals lower,
+        upper (the scalar) and predictive_lower, predictive_upper (a new measurement) (H, W; NaN off the
+        candidates), positions (n, 2)."""
         return read_npz(self.client.request("GET", f"/v1/runs/{self.id}/maps").content)
 
     def pause(self) -> None:

@@ -20,7 +20,7 @@ Routes (all under ``/v1``)::
     POST runs      RunRequest        start a closed-loop run -> {"id": ...} (201)
     GET  runs | runs/{id}            run status (its summary once it has ended)
     POST runs/{id}/pause|resume|stop
-    GET  runs/{id}/maps              -> .npz measured, prediction, uncertainty (H, W)
+    GET  runs/{id}/maps              -> .npz measured, prediction, uncertainty, 95 % intervals (H, W)
     GET  runs/{id}/files/{name}      experiment.h5, summary.json or maps.png
     POST steer     SteerRequest      a suggest/observe session -> {"id", "n_candidates", ...}
     POST steer/{id}/suggest {n} | steer/{id}/observe {positions, values};  DELETE steer/{id}
@@ -52,7 +52,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from emedge_core import EmedgeError, __version__
-from emedge_core.experiment import Experiment, ExperimentConfig, Step
+from emedge_core.experiment import INTERVALS, Experiment, ExperimentConfig, Step
 from emedge_core.instrument import Instrument
 from emedge_core.remote import schemas
 from emedge_core.remote.auth import is_loopback, token_matches
@@ -219,7 +219,8 @@ class RemoteRun:
             measured[result.positions[:, 0], result.positions[:, 1]] = result.values
             with self._lock:
                 self._maps = {"measured": measured, "positions": result.positions, "values": result.values,
-                              "prediction": result.prediction, "uncertainty": result.uncertainty}   # the final model
+                              "prediction": result.prediction, "uncertainty": result.uncertainty,
+                              **result.intervals}   # the final model, its 95 % intervals (lower, ..., predictive_upper)
                 self.summary = result.summary()
                 self.files = dict(paths)
                 self.state = state
@@ -244,7 +245,8 @@ class RemoteRun:
         maps = {"measured": measured, "positions": pos, "values": np.asarray(steerer.values, np.float64)}
         if step.posterior is not None:
             post = step.posterior
-            maps |= {"prediction": patches.to_map(post.mean), "uncertainty": patches.to_map(post.std)}
+            maps |= {"prediction": patches.to_map(post.mean), "uncertainty": patches.to_map(post.std),
+                     **{k: patches.to_map(getattr(post, k)) for k in INTERVALS}}
         with self._lock:
             self._maps = maps
             self._n_measured = step.n_measured

@@ -78,9 +78,10 @@ def _arrays(result: ExperimentResult) -> tuple[dict[str, np.ndarray], dict[str, 
     if len(result.measured_s):
         arrays["measured_s"] = np.asarray(result.measured_s, np.float64)
     maps = ["survey", "prediction", "uncertainty"]
-    for k, v in result.intervals.items():
-        arrays[f"interval_{k}" if k in ("lower", "upper") else k] = np.asarray(v, np.float64)
-        maps.append(f"interval_{k}" if k in ("lower", "upper") else k)
+    for k, v in result.intervals.items():        # lower/upper -> interval_lower/upper, predictive_* as they are
+        name = f"interval_{k}" if k in ("lower", "upper") else k
+        arrays[name] = np.asarray(v, np.float64)
+        maps.append(name)
     sig = {"positions": 1, "probe_positions": 1, "drift": 1, "frames": result.frames.ndim - 1} | dict.fromkeys(maps, 1)
     scan: list[emd.AxisSpec] = [("y", "nm", 0.0, px), ("x", "nm", 0.0, px)]
     dims: dict[str, list[emd.AxisSpec]] = dict.fromkeys(maps, scan)

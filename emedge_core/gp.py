@@ -570,27 +570,6 @@ def choose(inputs: Inputs, idx: np.ndarray, y: np.ndarray, previous: typing.Opti
 
 
 # -- the steerer's surrogate: cheap updates now, refits in the background ---------------------------------
-#: how much nicer than the steering thread the background refit runs (Linux): a core the two share goes
-#: to the steering thread first, whose observe -> suggest is the instrument's wait
-WORKER_NICE = 10
-
-
-def lower_thread_priority(by: int) -> None:
-    """Make the calling thread ``by`` nicer (Linux, where a thread has its own nice value; elsewhere,
-    or when refused, nothing). Only ever lowers: no privilege is needed."""
-    import os
-    import sys
-    import threading
-
-    if not sys.platform.startswith("linux") or by <= 0:
-        return
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + by))
-    except OSError:
-        pass
-
-
 class GPSurrogate:
     """The steering model over fixed candidates: :meth:`tell` conditions the posterior on new points at
     once (rank-1 updates, the current hyper-parameters); refits (:func:`choose` + a full
@@ -615,8 +594,7 @@ class GPSurrogate:
     :meth:`zscores` (in line). False: the steering fit's MAP interval alone. The acquisition's std is
     never widened.
     On CPU torch runs one intra-op thread (small matrices; OpenMP threads spinning against another
-    process on a 2-core box made a fit 20-60x slower). The background refit thread runs
-    :data:`WORKER_NICE` nicer than the steering thread (Linux).
+    process on a 2-core box made a fit 20-60x slower).
     """
 
     def __init__(self, features: np.ndarray, coords: np.ndarray, *, unit_px: float,
@@ -714,7 +692,6 @@ class GPSurrogate:
         not on the steering thread, so that the swap-in is a reference swap (+ the odd last point)."""
         if self.inputs.device.type == "cpu":
             torch.set_num_threads(1)
-        lower_thread_priority(WORKER_NICE)
         try:
             n_fit, c, state = self._refit(n, prev)
             self._report(state, c, n_fit)

@@ -398,6 +398,11 @@ class GPState:
             lo = np.maximum(lo, -self.warp.c * (1 - 1e-9))
         return m, np.maximum(a, m - self.warp.forward(lo)), np.maximum(a, self.warp.forward(hi) - m)
 
+    def with_noise(self, a: np.ndarray) -> np.ndarray:
+        """Half-widths ``a`` of the latent 95 % interval -> those of a new measurement's (standardised
+        warped units): sqrt(a^2 + 1.96^2 noise)."""
+        return np.sqrt(a * a + 1.96 ** 2 * self.h.noise)
+
     def predictive(self) -> "Prediction":
         """Median, std and 95 % interval of the latent scalar at every candidate, in scalar units, and
         the 95 % predictive interval of a new measurement (each side's latent variance + the noise
@@ -406,7 +411,7 @@ class GPState:
         m, a_lo, a_hi = self.half_widths()
         sd = (a_lo + a_hi) / (2 * 1.96)
         lower, upper = self.warp.inverse(m - a_lo), self.warp.inverse(m + a_hi)
-        b_lo, b_hi = (np.sqrt(a * a + 1.96 ** 2 * self.h.noise) for a in (a_lo, a_hi))
+        b_lo, b_hi = self.with_noise(a_lo), self.with_noise(a_hi)
         lo_new = m - b_lo
         if self.warp.c is not None:                # a new measurement is >= 0 too
             lo_new = np.maximum(lo_new, self.warp.forward(np.zeros(1))[0])
@@ -786,8 +791,10 @@ class GPSurrogate:
             v = np.maximum(v, -st.warp.c * (1 - 1e-9))
         u = st.warp.forward(v)
         m, a_lo, a_hi = st.half_widths()
-        var = (np.where(u >= m, a_hi, a_lo) / 1.96) ** 2 + (st.h.noise if noise else 0.0)
-        return np.abs(u - m) / np.sqrt(np.maximum(var, 1e-300))
+        a = np.where(u >= m, a_hi, a_lo)
+        if noise:
+            a = st.with_noise(a)
+        return np.abs(u - m) / np.maximum(a / 1.96, 1e-150)
 
     def describe(self) -> dict[str, typing.Any]:
         """The current choice (kernel, hyper-parameters, LOO coverage) for summaries."""

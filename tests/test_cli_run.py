@@ -133,6 +133,7 @@ def test_a_replay_whose_frames_all_saturate_warns_names_the_option_and_exits_1(t
     p = emedge(*args, "--scalarizer", "com_magnitude", "--out", str(tmp_path / "a"))
     assert p.returncode == 1, p.stderr
     assert "6 of 6 measurements gave no value (6 saturated)" in p.stderr and '"saturation"' in p.stderr
+    assert "255 counts (the uint8 maximum)" in p.stderr            # the level the reduction used
     assert (tmp_path / "a" / "experiment.h5").exists()          # nothing is lost
     p = emedge(*args, "--scalarizer", '{"name": "com_magnitude", "saturation": 256}', "--out", str(tmp_path / "b"))
     assert p.returncode == 0, p.stderr

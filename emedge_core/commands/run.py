@@ -198,26 +198,22 @@ def run(args: argparse.Namespace) -> int:
             print(f"specimen drift at the end: ({summary['drift_px'][0]:+.2f}, {summary['drift_px'][1]:+.2f}) px")
     for finding in summary["findings"]:
         print(f"emedge: warning: metadata disagrees with the data: {finding['message']}", file=sys.stderr)
-    return _failures(result.reasons, instrument)
+    return _failures(result.reasons, scalarizer.saturation, result.frames.dtype)
 
 
-def _failures(reasons: typing.Any, instrument: typing.Any) -> int:
+def _failures(reasons: typing.Any, saturation: typing.Optional[float], dtype: typing.Any) -> int:
     """Warn (stderr) when measurements gave no value (``reasons``: (n,) uint8 Reason codes), by reason,
-    naming the option for saturated frames;
-    the exit status: 1 when none gave a value (the files are written all the same), else 0."""
-    from emedge_core.scalarize import Reason
+    naming the level and the option when most were saturated (``saturation``: the scalarizer's, of
+    ``dtype`` frames); the exit status: 1 when none gave a value (the files are written all the same),
+    else 0."""
+    from emedge_core.commands import saturated_hint
+    from emedge_core.scalarize import reason_counts
 
-    bad = {r.name.lower(): int((reasons == r).sum()) for r in Reason if r != Reason.OK}
-    bad = {k: v for k, v in bad.items() if v}
+    bad = {k: v for k, v in reason_counts(reasons).items() if v}
     if not bad:
         return 0
     n_bad, n = sum(bad.values()), len(reasons)
-    hint = ""
-    if max(bad, key=lambda k: bad[k]) == "saturated":
-        sat = getattr(instrument, "saturation", None)
-        level = f"{sat:g} counts (the detector's full count)" if sat else "the dtype maximum (bit depth unknown)"
-        hint = (f"; a frame with a pixel at {level} counts as saturated: set \"saturation\" above it in "
-                "--scalarizer to keep them")
+    hint = saturated_hint(saturation, dtype) if max(bad, key=lambda k: bad[k]) == "saturated" else ""
     print(f"emedge: warning: {n_bad} of {n} measurements gave no value "
           f"({', '.join(f'{v} {k}' for k, v in bad.items())}){hint}", file=sys.stderr)
     return 1 if n_bad == n else 0

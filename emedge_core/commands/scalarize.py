@@ -60,7 +60,8 @@ def _energy_axis(text: str, channels: int) -> np.ndarray:
 def run(args: argparse.Namespace) -> int:
     from emedge_core.consistency import check_energy_windows
     from emedge_core.io import open_data
-    from emedge_core.scalarize import Reason, from_spec, reduce
+    from emedge_core.commands import saturated_hint
+    from emedge_core.scalarize import Reason, from_spec, reason_counts, reduce
 
     scalarizer = from_spec(args.scalarizer)
     with open_data(args.file, dataset=args.dataset, survey=args.survey, kind=scalarizer.signal_kind) as src:
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     np.save(out, result.values)
     np.save(reasons, result.reason)
-    bad = {r.name.lower(): int((result.reason == r).sum()) for r in Reason if r != Reason.OK}
+    bad = reason_counts(result.reason)
     summary = {"scalarizer": scalarizer.params(), "shape": list(result.values.shape), "backend": result.backend,
                "seconds": result.seconds, "gbps": result.gbps, "bytes": result.nbytes, "bad": bad,
                "resolved": result.resolved, "out": out, "reasons": reasons, "dataset": src.title,
@@ -108,13 +109,7 @@ def run(args: argparse.Namespace) -> int:
               f"({result.gbps:.2f} GB/s, {result.backend}); {sum(bad.values())} bad positions; wrote {out}, {reasons}")
     if usable == 0:
         worst = max(bad, key=lambda k: bad[k])
-        hint = ""
-        if worst == "saturated":
-            dtype = np.dtype(src.data.dtype)
-            sat = scalarizer.saturation if scalarizer.saturation is not None else float(np.iinfo(dtype).max)
-            why = f"{src.bits}-bit detector" if src.bits else f"the {dtype} maximum"
-            hint = (f"; frames reaching {sat:g} counts ({why}) count as saturated: set \"saturation\" above it "
-                    "in --scalarizer to keep them")
+        hint = saturated_hint(scalarizer.saturation, src.data.dtype, src.bits) if worst == "saturated" else ""
         print(f"emedge: warning: no position of {src.title!r} gave a value ({result.reason.size} frames, "
               f"{bad[worst]} {worst}); the map is all NaN{hint}", file=sys.stderr)
         return 1

@@ -9,9 +9,10 @@ gives the map with per-position reason codes and the geometry every chunk used.
 from emedge_core.scalarize import diffraction, dpc, eels, virtual  # noqa: F401  (register the reductions)
 from emedge_core.scalarize.backends import Backend, get_backend
 from emedge_core.scalarize.base import (REGISTRY, SCALARIZER_GROUP, Reason, Scalarizer, ScalarResult, Signal,
-                                        from_spec, load_plugins, register)
-from emedge_core.scalarize.reducer import Reducer, screen
+                                        from_spec, load_plugins, reason_counts, register)
+from emedge_core.scalarize.reducer import Reducer, saturation_level, screen
 from emedge_core.scalarize.stream import MapResult, reduce
 
 __all__ = ["REGISTRY", "SCALARIZER_GROUP", "Backend", "MapResult", "Reason", "Reducer", "ScalarResult", "Scalarizer",
-           "Signal", "from_spec", "get_backend", "load_plugins", "reduce", "register", "screen"]
+           "Signal", "from_spec", "get_backend", "load_plugins", "reason_counts", "reduce", "register",
+           "saturation_level", "screen"]

@@ -46,6 +46,12 @@ class Reason(enum.IntEnum):
     FAILED = 5      # the reduction itself gave a non-finite value
 
 
+def reason_counts(reasons: np.ndarray) -> dict[str, int]:
+    """How many of ``reasons`` ((n,) or a map of uint8 :class:`Reason` codes) are each reason other
+    than OK, by lower-case name (zeros included)."""
+    return {r.name.lower(): int((reasons == r).sum()) for r in Reason if r != Reason.OK}
+
+
 @dataclasses.dataclass(frozen=True)
 class ScalarResult:
     """values: (n,) or (n, k) float64, NaN where ``reason != OK``; reason: (n,) uint8."""

@@ -46,6 +46,14 @@ def energy_axis(energy_eV: typing.Optional[np.ndarray], sig: tuple[int, ...], ki
     return e
 
 
+def saturation_level(saturation: typing.Optional[float], dtype: typing.Any) -> typing.Optional[float]:
+    """Counts at which a pixel of ``dtype`` frames is saturated: ``saturation`` (a scalarizer's), else
+    the integer dtype's maximum; None for float frames with none set (unchecked)."""
+    if saturation is not None:
+        return float(saturation)
+    return float(np.iinfo(dtype).max) if np.issubdtype(dtype, np.integer) else None
+
+
 def screen(chunk: Chunk, be: Backend, level: typing.Optional[float]) -> np.ndarray:
     """Reason code (n,) uint8 for the frames of ``chunk``; ``level``: saturation counts or None.
 
@@ -230,7 +238,5 @@ class Reducer:
         return out
 
     def saturation(self, dtype: np.dtype) -> typing.Optional[float]:
-        """Counts at which a pixel is saturated: the scalarizer's, else the integer dtype's maximum."""
-        if self.scalarizer.saturation is not None:
-            return float(self.scalarizer.saturation)
-        return float(np.iinfo(dtype).max) if np.issubdtype(dtype, np.integer) else None
+        """Counts at which a pixel is saturated (:func:`saturation_level` of the scalarizer's)."""
+        return saturation_level(self.scalarizer.saturation, dtype)
